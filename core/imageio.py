@@ -1,0 +1,165 @@
+"""Safe image decoding: bytes or a path in, an upright 8-bit RGB image out.
+
+Handles what analysts actually upload: decompression bombs, truncated files,
+animated images (first frame), palette/alpha/greyscale/CMYK/16-bit modes, and
+EXIF orientation. Failures raise typed :mod:`core.errors` with readable text.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageDecodeError, ImageTooLargeError, TruncatedImageError, UnsupportedImageError
+
+#: Default pixel limit (width x height); 80 MP covers any real camera.
+DEFAULT_MAX_PIXELS = 80_000_000
+
+ImageSource = Union[bytes, bytearray, memoryview, str, Path]
+
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class DecodedImage:
+    """An upright RGB image plus the facts about the file it came from."""
+
+    image: Image.Image  #: RGB, orientation applied (when the policy says so)
+    sha256: str  #: of the original bytes
+    format: str | None  #: container format as Pillow names it ("JPEG", "PNG", ...)
+    mode: str  #: the file's original colour mode
+    n_frames: int
+    exif_orientation: int | None
+    file_size: int
+    raw: bytes = field(repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def read_bytes(source: ImageSource) -> bytes:
+    """Read a path or pass bytes through; a missing file is a decode error."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"File not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"Expected an image file but got a folder: {path}") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"Could not read {path}: {exc.strerror or exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("LA", "La", "PA", "RGBa"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    # L, 1, CMYK, YCbCr, LAB, HSV: Pillow's own conversions are correct.
+    return img.convert("RGB")
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    exif_policy: str = "apply",
+) -> DecodedImage:
+    """Decode ``source`` into an upright RGB image.
+
+    ``exif_policy`` is ``"apply"`` (rotate/flip as the EXIF orientation says)
+    or ``"ignore"``; it comes from the checkpoint's preprocessing spec.
+    """
+    raw = read_bytes(source)
+    if not raw:
+        raise UnsupportedImageError("The file is empty.")
+    sha = hashlib.sha256(raw).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(raw))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageTooLargeError("The image has too many pixels to decode safely.") from None
+        except UnidentifiedImageError:
+            raise UnsupportedImageError(
+                "Not a recognised image format. Upload a JPEG, PNG, WebP, BMP, TIFF or GIF."
+            ) from None
+        except Exception as exc:  # Pillow plugins raise assorted errors on hostile headers
+            raise ImageDecodeError(f"The image header could not be read ({type(exc).__name__}).") from None
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageDecodeError("The image has no pixels.")
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"The image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
+                f"{max_pixels / 1e6:.1f} MP. Downscale it and try again."
+            )
+        fmt = img.format
+        n_frames = int(getattr(img, "n_frames", 1) or 1)
+        try:
+            if n_frames > 1:
+                img.seek(0)
+            orientation = None
+            try:
+                orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
+            except Exception:
+                orientation = None
+            img.load()
+            mode = img.mode
+            if exif_policy == "apply" and orientation not in (None, 1):
+                img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageTooLargeError("The image has too many pixels to decode safely.") from None
+        except OSError as exc:
+            text = str(exc).lower()
+            if "truncated" in text or "broken data stream" in text or "premature end" in text:
+                raise TruncatedImageError(
+                    "The image file is truncated (it ends before the image data does). "
+                    "Re-export or re-download it."
+                ) from None
+            raise ImageDecodeError(f"The image data could not be decoded ({exc}).") from None
+        except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            raise ImageDecodeError(f"The image data could not be decoded ({type(exc).__name__}).") from None
+    if rgb is img and rgb.mode == "RGB":
+        rgb = rgb.copy()  # detach from the file object
+    return DecodedImage(
+        image=rgb,
+        sha256=sha,
+        format=fmt,
+        mode=mode,
+        n_frames=n_frames,
+        exif_orientation=int(orientation) if orientation is not None else None,
+        file_size=len(raw),
+        raw=raw,
+    )

@@ -1,0 +1,61 @@
+"""Shared fixtures: paths to ../shared data and imported official checkpoints."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LADEDA_SHARED_DIR", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference"
+CORPUS = SHARED / "corpus"
+PARITY = REFERENCE / "parity"
+
+needs_shared = pytest.mark.skipif(
+    not (PARITY / "expected.npz").exists(),
+    reason=f"../shared reference data not found at {SHARED} (parity tests need it; CI has it)",
+)
+needs_corpus = pytest.mark.skipif(not (CORPUS / "manifest.csv").exists(), reason=f"corpus not found at {CORPUS}")
+
+
+@pytest.fixture(scope="session")
+def parity_expected():
+    if not (PARITY / "expected.npz").exists():
+        pytest.skip(f"../shared reference data not found at {SHARED}")
+    return np.load(PARITY / "expected.npz")
+
+
+@pytest.fixture(scope="session")
+def official_tiny_wildrf(tmp_path_factory) -> Path:
+    """The official Tiny (WildRF) weights imported through import-official."""
+    src = REFERENCE / "official-tiny-ladeda" / "WildRF_Tiny_LaDeDa.pth"
+    if not src.exists():
+        pytest.skip(f"{src} not found")
+    from core.checkpoint import import_official
+
+    out = tmp_path_factory.mktemp("official") / "tiny_wildrf.pt"
+    import_official("tiny", src, out)
+    return out
+
+
+def make_photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A smooth, photo-like RGB test image with some texture (deterministic)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([
+        128 + 90 * np.sin(xx / 23.0 + seed),
+        128 + 90 * np.cos(yy / 17.0),
+        128 + 60 * np.sin((xx + yy) / 31.0),
+    ], axis=-1)
+    base += rng.normal(0, 12, size=base.shape)
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()

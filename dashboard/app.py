@@ -1,0 +1,39 @@
+"""LaDeDa review dashboard: the shell (``streamlit run dashboard/app.py``).
+
+Navigation between the pages, the model loaded once per process, and a
+header that always shows the active model, its calibration, what the model is
+fed (preprocessing) and who is reviewing. Pages only compose ``core``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import services, widgets  # noqa: E402
+
+st.set_page_config(page_title="LaDeDa review", page_icon=":material/policy:", layout="wide")
+
+PAGES = [
+    st.Page("pages/inspect.py", title="Inspect", icon=":material/image_search:", url_path="inspect", default=True),
+    st.Page("pages/review.py", title="Review", icon=":material/fact_check:", url_path="review"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
+    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
+]
+page = st.navigation(PAGES, position="sidebar")
+
+with st.sidebar:
+    who = services.identity_panel(st.sidebar)
+    active = services.active_detector()
+    st.session_state["active_detector"] = active
+    if active is not None:
+        widgets.model_panel(st.sidebar, active)
+
+widgets.header(active, who)
+page.run()

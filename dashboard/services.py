@@ -1,0 +1,232 @@
+"""What every page shares: the loaded model, the review store, the model
+registry, the reviewer's identity and friendly error handling.
+
+Heavy objects are Streamlit resources (one per process): the detector is
+loaded once per checkpoint, and a calibrated version of the same weights
+reuses the already-built network (``core.model_registry.rebind``), so
+activating a new calibration does not re-trace the model.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core.errors import DetectorError  # noqa: E402
+
+log = logging.getLogger("ladeda.dashboard")
+
+GENERIC_ERROR = ("Something went wrong while {action}. Nothing was changed that you did not see confirmed; "
+                 "the details were logged for the administrator. Please try again.")
+
+
+# ---------------------------------------------------------------------------
+# errors: a message for people, never a traceback
+# ---------------------------------------------------------------------------
+@contextmanager
+def guarded(action: str, *, where: Any = None) -> Iterator[None]:
+    """Run a block; show a :class:`DetectorError` as its message, anything else as a generic note.
+
+    Streamlit's own control flow (``st.rerun``/``st.stop``) passes through.
+    """
+    target = where or st
+    try:
+        yield
+    except DetectorError as exc:
+        target.error(str(exc), icon=":material/error:")
+    except Exception:  # noqa: BLE001 - logged, shown as a friendly message
+        log.exception("dashboard error while %s", action)
+        target.error(GENERIC_ERROR.format(action=action), icon=":material/error:")
+
+
+# ---------------------------------------------------------------------------
+# locations
+# ---------------------------------------------------------------------------
+def data_dir() -> Path:
+    from core.paths import data_dir as _data_dir
+
+    return _data_dir()
+
+
+def exports_dir() -> Path:
+    path = data_dir() / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# store and registry
+# ---------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _store(db_path: str):
+    from core.store import ReviewStore
+
+    return ReviewStore(db_path)
+
+
+def store():
+    """The review store on ``<data dir>/review.sqlite`` (created on first use)."""
+    from core.paths import default_db_path
+
+    return _store(str(default_db_path()))
+
+
+def registry():
+    from core.model_registry import ModelRegistry
+
+    return ModelRegistry(data_dir() / "models")
+
+
+# ---------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _engine(weights_key: str, path: str):
+    """One built (and traced) network per set of weights."""
+    from core.detector import Detector
+
+    return Detector.load(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _detector(path: str, sha256: str):
+    from core.checkpoint import load_checkpoint
+    from core.model_registry import rebind, weights_key
+
+    ckpt = load_checkpoint(path)
+    engine = _engine(weights_key(ckpt), path)
+    return engine if engine.checkpoint.sha256 == ckpt.sha256 else rebind(engine, ckpt)
+
+
+@dataclass
+class ActiveDetector:
+    detector: Any
+    version: str  #: "base" or a registry version id
+    warning: str | None
+
+
+def active_detector() -> ActiveDetector | None:
+    """The detector serving now (the registry's active version or the base); None after showing why not."""
+    from core.model_registry import cached_sha256
+
+    try:
+        active = registry().active()
+        with st.spinner("Loading the model (first start only)…"):
+            det = _detector(str(active.path), cached_sha256(active.path))
+        return ActiveDetector(det, active.name, active.warning)
+    except DetectorError as exc:
+        st.error(f"The model could not be loaded: {exc}", icon=":material/error:")
+    except Exception:  # noqa: BLE001
+        log.exception("model load failed")
+        st.error(GENERIC_ERROR.format(action="loading the model"), icon=":material/error:")
+    return None
+
+
+def model_summary(active: ActiveDetector) -> dict[str, Any]:
+    ident = active.detector.identity
+    return {
+        "label": ident["label"],
+        "sha256": ident["sha256"] or "",
+        "version": active.version,
+        "calibration_version": ident["calibration_version"],
+        "calibration_method": ident["calibration_method"],
+        "preprocess_summary": ident["preprocess_summary"],
+        "preprocess_fingerprint": ident["preprocess_fingerprint"],
+        "path": ident["path"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# identity
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    authenticated: bool
+
+    @property
+    def display(self) -> str:
+        return self.name if self.authenticated else f"{self.name} (unauthenticated)"
+
+
+def auth_configured() -> bool:
+    """True when an ``[auth]`` section is configured: Streamlit then reports ``is_logged_in``."""
+    try:
+        return "is_logged_in" in st.user
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def identity() -> Identity | None:
+    """Who is reviewing: ``st.user`` under ``[auth]``, else a name entered once per session."""
+    if auth_configured():
+        if st.user.is_logged_in:
+            name = st.user.get("email") or st.user.get("name") or st.user.get("sub")
+            return Identity(str(name), True) if name else None
+        return None
+    name = st.session_state.get("reviewer_name")
+    return Identity(name, False) if name else None
+
+
+def identity_panel(where: Any) -> Identity | None:
+    """Sidebar block: who is reviewing, with log in / name entry when nobody is yet."""
+    who = identity()
+    if who is not None:
+        where.markdown(f"**Reviewer:** {who.display}")
+        if who.authenticated:
+            where.button("Log out", on_click=st.logout, key="logout")
+        elif where.button("Change name", key="change_name", type="tertiary"):
+            st.session_state.pop("reviewer_name", None)
+            st.rerun()
+        return who
+    if auth_configured():
+        where.info("Log in to review.")
+        where.button("Log in", on_click=st.login, key="login", type="primary")
+        return None
+    with where.form("who", border=False):
+        name = st.text_input("Your name", key="reviewer_name_input", max_chars=100,
+                             help="No sign-in is configured: your name is recorded with your decisions, "
+                                  "marked as unauthenticated.")
+        if st.form_submit_button("Start reviewing"):
+            if name.strip():
+                st.session_state["reviewer_name"] = name.strip()
+                st.rerun()
+            else:
+                st.warning("Enter a name first.")
+    return None
+
+
+def require_identity() -> Identity | None:
+    """The reviewer, or a note that actions need one."""
+    who = identity()
+    if who is None:
+        st.info("Enter your name in the sidebar (or log in) to review, label and export.",
+                icon=":material/person:")
+    return who
+
+
+# ---------------------------------------------------------------------------
+# the score log
+# ---------------------------------------------------------------------------
+def record_analysis(store: Any, analysis: Any, data: bytes, name: str, who: Identity | None) -> str:
+    """Store the upload and append its scoring (tier, reasons, guardrails) to the score log.
+
+    A ``review``-tier scoring queues the item (the store's policy).
+    """
+    from core.store import scoring_kwargs
+
+    sha = store.add_item(data, name=name, uploader=who.name if who else None)
+    report = getattr(analysis, "guardrails", None)
+    guard = report.to_json() if hasattr(report, "to_json") else {}
+    store.record_scoring(sha, **scoring_kwargs(analysis.score.to_json()), tier=analysis.decision.tier,
+                         reasons=list(analysis.decision.reasons or []), guardrails=guard)
+    return sha

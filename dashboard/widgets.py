@@ -1,0 +1,315 @@
+"""Rendering shared by the pages: header, model panel, verdict card, the
+evidence panel (heatmap, GradCAM, top patches, poolings, guardrails, timings)
+and the labelling controls. Pixels come from :mod:`core.explain`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import streamlit as st
+
+from core import explain
+from dashboard import services
+
+TIER_STYLE = {
+    "real": ("green", "Real", ":material/verified:"),
+    "review": ("orange", "Needs review", ":material/help:"),
+    "fake": ("red", "Fake", ":material/report:"),
+}
+LABEL_BUTTONS = (  # value, text, keyboard shortcut
+    ("real", "Real", "R"),
+    ("fake", "Fake", "F"),
+    ("unsure", "Unsure", "U"),
+)
+#: Analyses kept per browser session (evidence for recent images, so sliders do not re-run the model).
+SESSION_CACHE = 6
+
+
+# ---------------------------------------------------------------------------
+# shell
+# ---------------------------------------------------------------------------
+def model_panel(where: Any, active: services.ActiveDetector) -> None:
+    s = services.model_summary(active)
+    where.markdown("**Model**")
+    where.caption(f"{s['label']} · `{s['sha256'][:12]}` · {s['version']}")
+    cal = s["calibration_version"]
+    where.caption(f"Calibration: {cal} ({s['calibration_method']})" if cal else
+                  "Calibration: none (plain sigmoid of the logit)")
+    where.caption(f"Preprocessing: {s['preprocess_summary']} · `{s['preprocess_fingerprint']}`")
+    if active.warning:
+        where.warning(active.warning, icon=":material/warning:")
+
+
+def header(active: services.ActiveDetector | None, who: services.Identity | None) -> None:
+    """One line at the top of every page: model, calibration, preprocessing, reviewer."""
+    parts = []
+    if active is not None:
+        s = services.model_summary(active)
+        parts.append(f"**{s['label']}** `{s['sha256'][:12]}` ({s['version']})")
+        parts.append(f"calibration **{s['calibration_version'] or 'none'}**")
+        parts.append(f"preprocessing `{s['preprocess_fingerprint']}`: {s['preprocess_summary']}")
+    else:
+        parts.append("**no model loaded**")
+    parts.append(f"reviewer **{who.display}**" if who else "reviewer **not set**")
+    with st.container(key="app-header"):
+        st.caption(" · ".join(parts))
+
+
+# ---------------------------------------------------------------------------
+# analysis cache (per session)
+# ---------------------------------------------------------------------------
+@dataclass
+class Evidence:
+    """One analysed image and the explanations computed for it so far."""
+
+    analysis: Any  #: core.analysis.Analysis
+    model_sha256: str
+    name: str
+    data_sha256: str
+    elapsed_ms: float
+    extras: dict[str, Any] = field(default_factory=dict)  #: gradcam result, crops, ...
+
+
+def _cache() -> "OrderedDict[tuple[str, str], Evidence]":
+    cache = st.session_state.get("_evidence_cache")
+    if cache is None:
+        cache = st.session_state["_evidence_cache"] = OrderedDict()
+    return cache
+
+
+def cached_evidence(data_sha256: str, model_sha256: str) -> Evidence | None:
+    ev = _cache().get((data_sha256, model_sha256))
+    if ev is not None:
+        _cache().move_to_end((data_sha256, model_sha256))
+    return ev
+
+
+def remember(ev: Evidence) -> Evidence:
+    cache = _cache()
+    cache[(ev.data_sha256, ev.model_sha256)] = ev
+    while len(cache) > SESSION_CACHE:
+        cache.popitem(last=False)
+    return ev
+
+
+def analyse(detector: Any, data: bytes, name: str, data_sha256: str) -> Evidence:
+    """Run (or reuse) ``core.analysis.analyse`` on these bytes with this detector."""
+    model_sha = detector.checkpoint.sha256 or ""
+    ev = cached_evidence(data_sha256, model_sha)
+    if ev is not None:
+        return ev
+    from core.analysis import analyse as _analyse
+
+    t0 = time.perf_counter()
+    analysis = _analyse(detector, data, name=name)
+    return remember(Evidence(analysis=analysis, model_sha256=model_sha, name=name, data_sha256=data_sha256,
+                             elapsed_ms=(time.perf_counter() - t0) * 1e3))
+
+
+# ---------------------------------------------------------------------------
+# verdict
+# ---------------------------------------------------------------------------
+def _tiers_of(analysis: Any, detector: Any) -> dict[str, Any] | None:
+    decision = getattr(analysis, "decision", None)
+    for source in (getattr(decision, "tiers", None), getattr(detector.checkpoint, "tiers", None)):
+        if source:
+            return dict(source)
+    return None
+
+
+def verdict_card(ev: Evidence, detector: Any, *, key: str) -> None:
+    """Tier with its reasons, calibrated probability, the thresholds that decided it."""
+    a = ev.analysis
+    score, decision = a.score, a.decision
+    colour, text, icon = TIER_STYLE.get(decision.tier, ("gray", str(decision.tier), ":material/help:"))
+    tiers = _tiers_of(a, detector)
+    with st.container(border=True, key=f"{key}-verdict"):
+        left, mid, right = st.columns([1.1, 1.0, 2.0])
+        with left:
+            st.caption("Verdict")
+            st.badge(text, icon=icon, color=colour)
+            st.markdown(f"#### {text}")
+            st.caption(ev.name)
+        with mid:
+            what = "calibrated probability of fake" if score.calibrated else "probability of fake (uncalibrated sigmoid)"
+            st.metric("P(fake)", f"{score.probability:.1%}", help=what)
+            st.caption(f"logit {score.logit:+.3f} · {'calibrated' if score.calibrated else 'uncalibrated'}")
+        with right:
+            if tiers:
+                st.markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
+                            f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
+            reasons = list(getattr(decision, "reasons", []) or [])
+            if reasons:
+                st.markdown("\n".join(f"- {r}" for r in reasons))
+            else:
+                st.caption("No further reasons.")
+
+
+# ---------------------------------------------------------------------------
+# evidence panel
+# ---------------------------------------------------------------------------
+def heatmap_panel(ev: Evidence, detector: Any, *, key: str) -> None:
+    score, image = ev.analysis.score, ev.analysis.decoded.image
+    c1, c2 = st.columns(2)
+    opacity = c1.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
+    limit = c2.select_slider("Colour range (± patch logit; the same on every image)",
+                             options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
+                             key=f"{key}-limit")
+    overlay = explain.heatmap_for_score(image, score, detector.geometry, limit=float(limit), opacity=float(opacity))
+    st.image(overlay, caption=f"Patch logits over the image ({score.patch_map_shape[0]}×{score.patch_map_shape[1]} "
+                              f"patches; the image logit is their mean)", alt="patch heatmap", width="stretch")
+    st.image(explain.colour_legend(float(limit)), alt="heatmap colour scale")
+
+
+def gradcam_panel(ev: Evidence, detector: Any, *, key: str, enabled: bool) -> None:
+    if not enabled:
+        st.caption("GradCAM is off.")
+        return
+    res = ev.extras.get("gradcam")
+    if res is None:
+        with st.spinner("Computing GradCAM…"):
+            res = explain.gradcam_for_detector(detector, ev.analysis.decoded)
+        ev.extras["gradcam"] = res
+    st.image(res.overlay, caption=f"GradCAM for the predicted class ({res.target}) at {res.layer}, "
+                                  f"{res.elapsed_ms:.0f} ms", alt="gradcam overlay", width="stretch")
+    st.caption("Normalised per image (as GradCAM always is), unlike the heatmap's fixed scale. At the last "
+               "layer it shows where the patch logits push towards the predicted class.")
+
+
+def top_patches_panel(ev: Evidence) -> None:
+    score, image = ev.analysis.score, ev.analysis.decoded.image
+    crops = ev.extras.get("crops")
+    if crops is None:
+        crops = ev.extras["crops"] = explain.top_patch_crops(image, score.top_patches)
+    if not crops:
+        st.caption("No patches.")
+        return
+    cols = st.columns(len(crops))
+    for col, crop in zip(cols, crops):
+        x0, y0, x1, y1 = crop.box
+        col.image(crop.image, alt=f"top patch {crop.rank}")
+        col.caption(f"#{crop.rank} logit {crop.logit:+.2f} · ({x0},{y0})–({x1},{y1})")
+
+
+def poolings_panel(ev: Evidence) -> None:
+    pool = ev.analysis.score.poolings
+    rows = [
+        {"pooling": "mean (the model's image logit)", "logit": pool["mean"]},
+        {"pooling": "max patch", "logit": pool["max"]},
+        {"pooling": f"top-k mean (k={int(pool.get('topk_k', 0))})", "logit": pool["topk_mean"]},
+    ]
+    for r in rows:
+        r["sigmoid"] = 1 / (1 + math.exp(-max(-700.0, min(700.0, r["logit"]))))
+    st.dataframe(rows, hide_index=True, column_config={
+        "logit": st.column_config.NumberColumn(format="%+.3f"),
+        "sigmoid": st.column_config.NumberColumn("sigmoid (uncalibrated)", format="%.3f")})
+    st.caption("Calibration applies to the mean; max and top-k show whether a small region drives the score.")
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def guardrail_panel(ev: Evidence) -> None:
+    report = getattr(ev.analysis, "guardrails", None)
+    if report is None:
+        st.caption("Guardrails were not run.")
+        return
+    image = ev.analysis.decoded.image
+    faces = list(_get(report, "faces", []) or [])
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        if faces:
+            boxes = []
+            for i, f in enumerate(faces, 1):
+                s = _get(f, "score")
+                boxes.append(explain.LabelledBox(tuple(int(v) for v in _get(f, "box")),
+                                                 f"face {i}: " + (f"{s:.2f}" if s is not None else "not scored"),
+                                                 (214, 39, 40) if (s or 0) >= 0.5 else (26, 127, 55)))
+            st.image(explain.draw_boxes(image, boxes), alt="faces", width="stretch",
+                     caption=f"{len(faces)} face(s), each scored on its own crop (P(fake))")
+        else:
+            st.caption("No faces found.")
+    with c2:
+        quality = _get(report, "quality", {}) or {}
+        q = quality.to_json() if hasattr(quality, "to_json") else (dict(quality) if isinstance(quality, dict)
+                                                                       else vars(quality))
+        if q:
+            st.markdown("**Quality**")
+            st.json(q, expanded=True)
+        meta = _get(report, "metadata", {}) or {}
+        m = meta.to_json() if hasattr(meta, "to_json") else (dict(meta) if isinstance(meta, dict) else vars(meta))
+        if m:
+            st.markdown("**Metadata evidence**")
+            st.json(m, expanded=False)
+
+
+def timings_panel(ev: Evidence) -> None:
+    t = dict(ev.analysis.score.timings_ms)
+    report = getattr(ev.analysis, "guardrails", None)
+    gt = _get(report, "timings_ms", None) or _get(report, "timings", None) or {}
+    for k, v in dict(gt).items():
+        t[f"guardrails: {k}"] = v
+    if "gradcam" in ev.extras:
+        t["gradcam"] = ev.extras["gradcam"].elapsed_ms
+    t["analysis (end to end)"] = ev.elapsed_ms
+    st.dataframe([{"step": k, "ms": float(v)} for k, v in t.items()], hide_index=True,
+                 column_config={"ms": st.column_config.NumberColumn(format="%.1f")})
+
+
+def evidence(ev: Evidence, detector: Any, *, key: str, gradcam: bool = True) -> None:
+    """The whole evidence panel below a verdict card."""
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Patch heatmap**")
+        heatmap_panel(ev, detector, key=key)
+    with right:
+        st.markdown("**GradCAM**")
+        cam_slot = st.container()
+    st.markdown("**Most-fake patches**")
+    top_patches_panel(ev)
+    p1, p2 = st.columns([2, 3])
+    with p1:
+        st.markdown("**Pooling comparison**")
+        poolings_panel(ev)
+    with p2:
+        with st.expander("Guardrails: faces, quality, metadata", expanded=True):
+            guardrail_panel(ev)
+    with cam_slot:  # last: the slowest part, so everything above is already on screen
+        gradcam_panel(ev, detector, key=key, enabled=gradcam)
+    with st.expander("Timings"):
+        timings_panel(ev)
+
+
+# ---------------------------------------------------------------------------
+# labelling controls
+# ---------------------------------------------------------------------------
+def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts: bool = False,
+                   extra: list[tuple[str, str, str | None, Callable[[str], None]]] | None = None,
+                   disabled: bool = False) -> None:
+    """Real / Fake / Unsure buttons (plus ``extra`` buttons) with a note field.
+
+    ``on_label(label, note)`` runs on click; ``extra`` items are
+    ``(key, text, shortcut, callback(note))``.
+    """
+    note = st.text_input("Note (optional)", key=f"{key}-note", max_chars=2000, disabled=disabled)
+    buttons = [(value, text, sc) for value, text, sc in LABEL_BUTTONS]
+    cols = st.columns(len(buttons) + len(extra or []))
+    for col, (value, text, sc) in zip(cols, buttons):
+        label = f"{text} ({sc})" if shortcuts else text
+        if col.button(label, key=f"{key}-{value}", shortcut=sc if shortcuts else None, disabled=disabled,
+                      type="primary" if value != "unsure" else "secondary", width="stretch"):
+            on_label(value, note)
+    for col, (bkey, text, sc, callback) in zip(cols[len(buttons):], extra or []):
+        label = f"{text} ({sc})" if shortcuts and sc else text
+        if col.button(label, key=f"{key}-{bkey}", shortcut=sc if shortcuts else None, disabled=disabled,
+                      width="stretch"):
+            callback(note)

@@ -19,12 +19,14 @@ from dashboard import services, widgets  # noqa: E402
 
 st.set_page_config(page_title="LaDeDa review", page_icon=":material/policy:", layout="wide")
 
+# The page files live in views/, not pages/: a pages/ folder beside the main script switches
+# Streamlit into the legacy multipage mode on the first run of a server and on every AppTest run.
 PAGES = [
-    st.Page("pages/inspect.py", title="Inspect", icon=":material/image_search:", url_path="inspect", default=True),
-    st.Page("pages/review.py", title="Review", icon=":material/fact_check:", url_path="review"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="export"),
-    st.Page("pages/calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
-    st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
+    st.Page("views/inspect.py", title="Inspect", icon=":material/image_search:", url_path="inspect", default=True),
+    st.Page("views/review.py", title="Review", icon=":material/fact_check:", url_path="review"),
+    st.Page("views/export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("views/calibration.py", title="Calibration", icon=":material/tune:", url_path="calibration"),
+    st.Page("views/monitor.py", title="Monitor", icon=":material/monitoring:", url_path="monitor"),
 ]
 page = st.navigation(PAGES, position="sidebar")
 

@@ -48,6 +48,37 @@ def guarded(action: str, *, where: Any = None) -> Iterator[None]:
         target.error(GENERIC_ERROR.format(action=action), icon=":material/error:")
 
 
+def flash(kind: str, text: str, page: str) -> None:
+    """Queue a message for the next render of ``page`` (callbacks run before the page is drawn)."""
+    st.session_state.setdefault("_flash", {}).setdefault(page, []).append((kind, text))
+
+
+def show_flashes(page: str, where: Any = None) -> None:
+    target = where or st
+    for kind, text in st.session_state.get("_flash", {}).pop(page, []):
+        getattr(target, kind)(text)
+
+
+def act(page: str, action: str, fn: Any, *args: Any, success: str | None = None,
+        **kwargs: Any) -> tuple[bool, Any]:
+    """Run a button's work (usually in its ``on_click`` callback); report the outcome as a flash.
+
+    Returns ``(ok, result)``.
+    """
+    try:
+        out = fn(*args, **kwargs)
+    except DetectorError as exc:
+        flash("error", str(exc), page)
+        return False, None
+    except Exception:  # noqa: BLE001 - logged, shown as a friendly message
+        log.exception("dashboard error while %s", action)
+        flash("error", GENERIC_ERROR.format(action=action), page)
+        return False, None
+    if success:
+        flash("success", success, page)
+    return True, out
+
+
 # ---------------------------------------------------------------------------
 # locations
 # ---------------------------------------------------------------------------
@@ -177,31 +208,38 @@ def identity() -> Identity | None:
     return Identity(name, False) if name else None
 
 
+def _set_name() -> None:
+    name = str(st.session_state.get("reviewer_name_input") or "").strip()
+    if name:
+        st.session_state["reviewer_name"] = name[:100]
+    else:
+        flash("warning", "Enter a name first.", "sidebar")
+
+
+def _forget_name() -> None:
+    st.session_state.pop("reviewer_name", None)
+
+
 def identity_panel(where: Any) -> Identity | None:
     """Sidebar block: who is reviewing, with log in / name entry when nobody is yet."""
+    show_flashes("sidebar", where)
     who = identity()
     if who is not None:
         where.markdown(f"**Reviewer:** {who.display}")
         if who.authenticated:
             where.button("Log out", on_click=st.logout, key="logout")
-        elif where.button("Change name", key="change_name", type="tertiary"):
-            st.session_state.pop("reviewer_name", None)
-            st.rerun()
+        else:
+            where.button("Change name", key="change_name", type="tertiary", on_click=_forget_name)
         return who
     if auth_configured():
         where.info("Log in to review.")
         where.button("Log in", on_click=st.login, key="login", type="primary")
         return None
     with where.form("who", border=False):
-        name = st.text_input("Your name", key="reviewer_name_input", max_chars=100,
-                             help="No sign-in is configured: your name is recorded with your decisions, "
-                                  "marked as unauthenticated.")
-        if st.form_submit_button("Start reviewing"):
-            if name.strip():
-                st.session_state["reviewer_name"] = name.strip()
-                st.rerun()
-            else:
-                st.warning("Enter a name first.")
+        st.text_input("Your name", key="reviewer_name_input", max_chars=100,
+                      help="No sign-in is configured: your name is recorded with your decisions, "
+                           "marked as unauthenticated.")
+        st.form_submit_button("Start reviewing", on_click=_set_name)
     return None
 
 

@@ -21,7 +21,7 @@ TIER_STYLE = {
     "fake": ("red", "Fake", ":material/report:"),
 }
 LABEL_BUTTONS = (  # value, text, keyboard shortcut
-    ("real", "Real", "R"),
+    ("real", "Real", "A"),  # "A" for authentic: Streamlit reserves R (rerun) and C (clear cache)
     ("fake", "Fake", "F"),
     ("unsure", "Unsure", "U"),
 )
@@ -297,19 +297,26 @@ def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts:
                    disabled: bool = False) -> None:
     """Real / Fake / Unsure buttons (plus ``extra`` buttons) with a note field.
 
-    ``on_label(label, note)`` runs on click; ``extra`` items are
-    ``(key, text, shortcut, callback(note))``.
+    Clicks run as callbacks before the next render: ``on_label(label, note)``;
+    ``extra`` items are ``(key, text, shortcut, callback(note))``.
     """
-    note = st.text_input("Note (optional)", key=f"{key}-note", max_chars=2000, disabled=disabled)
-    buttons = [(value, text, sc) for value, text, sc in LABEL_BUTTONS]
-    cols = st.columns(len(buttons) + len(extra or []))
-    for col, (value, text, sc) in zip(cols, buttons):
-        label = f"{text} ({sc})" if shortcuts else text
-        if col.button(label, key=f"{key}-{value}", shortcut=sc if shortcuts else None, disabled=disabled,
-                      type="primary" if value != "unsure" else "secondary", width="stretch"):
-            on_label(value, note)
-    for col, (bkey, text, sc, callback) in zip(cols[len(buttons):], extra or []):
-        label = f"{text} ({sc})" if shortcuts and sc else text
-        if col.button(label, key=f"{key}-{bkey}", shortcut=sc if shortcuts else None, disabled=disabled,
-                      width="stretch"):
-            callback(note)
+    note_key = f"{key}-note"
+    st.text_input("Note (optional)", key=note_key, max_chars=2000, disabled=disabled)
+
+    def _note() -> str:
+        return str(st.session_state.get(note_key) or "")
+
+    def _label(value: str) -> None:
+        on_label(value, _note())
+
+    def _extra(callback: Callable[[str], None]) -> None:
+        callback(_note())
+
+    cols = st.columns(len(LABEL_BUTTONS) + len(extra or []))
+    for col, (value, text, sc) in zip(cols, LABEL_BUTTONS):
+        col.button(f"{text} ({sc})" if shortcuts else text, key=f"{key}-{value}", on_click=_label, args=(value,),
+                   shortcut=sc if shortcuts else None, disabled=disabled,
+                   type="primary" if value != "unsure" else "secondary", width="stretch")
+    for col, (bkey, text, sc, callback) in zip(cols[len(LABEL_BUTTONS):], extra or []):
+        col.button(f"{text} ({sc})" if shortcuts and sc else text, key=f"{key}-{bkey}", on_click=_extra,
+                   args=(callback,), shortcut=sc if shortcuts else None, disabled=disabled, width="stretch")

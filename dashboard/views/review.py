@@ -1,6 +1,9 @@
 """Review: claim the most uncertain queued item, see the same evidence as
 Inspect, decide real / fake / unsure (or skip) with a note, undo the last
-decision. The lease is shown and renewed while the item is open."""
+decision. The lease is shown and renewed while the item is open.
+
+Buttons act in callbacks (before the page is drawn again), so what is shown
+is always the state after the action."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,6 +12,9 @@ import time
 import streamlit as st
 
 from dashboard import services, widgets
+
+PAGE = "review"
+KEY = "review_current"  # {"sha": ..., "claimed_at": epoch seconds}
 
 st.title("Review queue")
 store = services.store()
@@ -22,8 +28,6 @@ c[2].metric("Labelled", stats.get("labelled", 0))
 if who is None:
     st.stop()
 
-KEY = "review_current"  # {"sha": ..., "claimed_at": epoch seconds}
-
 
 def _set_current(sha: str | None) -> None:
     if sha is None:
@@ -33,22 +37,54 @@ def _set_current(sha: str | None) -> None:
 
 
 def _claim() -> None:
-    with services.guarded("claiming the next item"):
-        item = store.claim_next(who.name)
-        if item is None:
-            st.session_state["review_flash"] = ("info", "The queue is empty.")
-        else:
-            _set_current(item["sha256"])
+    ok, item = services.act(PAGE, "claiming the next item", store.claim_next, who.name)
+    if ok and item is not None:
+        _set_current(item["sha256"])
+    elif ok:
+        services.flash("info", "The queue is empty.", PAGE)
 
 
-def _undo() -> None:
-    with services.guarded("undoing your last decision"):
-        res = store.undo_last(who.name)
+def _undo(_note: str = "") -> None:
+    ok, res = services.act(PAGE, "undoing your last decision", store.undo_last, who.name)
+    if ok:
         sha = res["undone"]["sha256"]
-        st.session_state["review_flash"] = ("success", f"Undid {res['undone']['label']} on {sha[:12]}… "
-                                                       f"(now {res['queue_state']}).")
+        services.flash("success", f"Undid '{res['undone']['label']}' on {sha[:12]}… (now {res['queue_state']}).", PAGE)
         if res.get("queue_state") == "leased":
             _set_current(sha)
+
+
+def _after_decision() -> None:
+    _set_current(None)
+    if st.session_state.get("review-auto-next", True):
+        _claim()
+
+
+def _label(value: str, note: str) -> None:
+    current = st.session_state.get(KEY)
+    if not current:
+        return
+    spent = max(0.0, time.time() - current["claimed_at"])
+    ok, _ = services.act(PAGE, "saving your decision", store.label, current["sha"], value, who.name,
+                         note=note or None, seconds_spent=spent, success=f"Labelled as {value}.")
+    if ok:
+        _after_decision()
+
+
+def _skip(_note: str) -> None:
+    current = st.session_state.get(KEY)
+    if current:
+        ok, _ = services.act(PAGE, "skipping", store.skip, current["sha"], who.name,
+                             success="Skipped: the item went to the back of the queue.")
+        if ok:
+            _after_decision()
+
+
+def _release(_note: str) -> None:
+    current = st.session_state.get(KEY)
+    if current:
+        services.act(PAGE, "releasing the item", store.release, current["sha"], who.name,
+                     success="Released the item back to the queue.")
+        _set_current(None)
 
 
 current = st.session_state.get(KEY)
@@ -58,20 +94,13 @@ if current is None:  # resume an item this reviewer still holds (page reload, ne
         _set_current(mine[0]["sha256"])
         current = st.session_state[KEY]
 
-flash = st.session_state.pop("review_flash", None)
-if flash:
-    getattr(st, flash[0])(flash[1])
-
-auto_next = st.toggle("Claim the next item after each decision", value=True, key="review-auto-next")
+services.show_flashes(PAGE)
+st.toggle("Claim the next item after each decision", value=True, key="review-auto-next")
 
 if current is None:
     b1, b2, _ = st.columns([1, 1, 3])
-    if b1.button("Claim next (N)", shortcut="N", type="primary", key="review-claim", width="stretch"):
-        _claim()
-        st.rerun()
-    if b2.button("Undo last (Z)", shortcut="Z", key="review-undo-idle", width="stretch"):
-        _undo()
-        st.rerun()
+    b1.button("Claim next (N)", shortcut="N", type="primary", key="review-claim", width="stretch", on_click=_claim)
+    b2.button("Undo last (Z)", shortcut="Z", key="review-undo-idle", width="stretch", on_click=_undo)
     history = store.label_history(reviewer=who.name, limit=10)
     if history:
         st.markdown("**Your recent decisions**")
@@ -85,14 +114,13 @@ queue = item.get("queue") or {}
 if queue.get("state") != "leased" or queue.get("lease_reviewer") != who.name:
     st.warning(f"Item {sha[:12]}… is no longer leased to you (state: {queue.get('state')}).")
     _set_current(None)
-    if st.button("Back to the queue", key="review-back"):
-        st.rerun()
+    st.button("Back to the queue", key="review-back")
     st.stop()
 
 
 @st.fragment(run_every=30)
 def lease_box(sha: str, reviewer: str) -> None:
-    """Show the lease and renew it once less than half of it is left (every 30 s while open)."""
+    """Show the lease and renew it once less than half of it is left (checked every 30 s while open)."""
     with services.guarded("renewing your lease"):
         row = store.item(sha).get("queue") or {}
         if row.get("state") != "leased" or row.get("lease_reviewer") != reviewer:
@@ -111,56 +139,19 @@ st.subheader(item["name"])
 st.caption(f"SHA-256 `{sha}` · queued because: {queue.get('reason') or '—'} · uploaded {item['uploaded_at']}")
 lease_box(sha, who.name)
 
-
-def _done(message: str) -> None:
-    st.session_state["review_flash"] = ("success", message)
-    _set_current(None)
-    if auto_next:
-        _claim()
-
-
-def _label(value: str, note: str) -> None:
-    with services.guarded("saving your decision"):
-        store.label(sha, value, who.name, note=note or None,
-                    seconds_spent=max(0.0, time.time() - current["claimed_at"]))
-        _done(f"Labelled {item['name']} as {value}.")
-    st.rerun()
-
-
-def _skip(note: str) -> None:
-    with services.guarded("skipping"):
-        store.skip(sha, who.name)
-        _done(f"Skipped {item['name']}; it went to the back of the queue.")
-    st.rerun()
-
-
-def _release(note: str) -> None:
-    with services.guarded("releasing the item"):
-        store.release(sha, who.name)
-        st.session_state["review_flash"] = ("info", f"Released {item['name']} back to the queue.")
-        _set_current(None)
-    st.rerun()
-
-
-def _undo_button(note: str) -> None:
-    _undo()
-    st.rerun()
-
+with st.container(border=True, key="review-actions"):
+    widgets.label_controls(key=f"review-{sha[:12]}", on_label=_label, shortcuts=True,
+                           extra=[("skip", "Skip", "S", _skip), ("release", "Release", None, _release),
+                                  ("undo", "Undo last", "Z", _undo)])
 
 active = st.session_state.get("active_detector")
 data = store.image_bytes(sha)
-with st.container(border=True):
-    widgets.label_controls(key=f"review-{sha[:12]}", on_label=_label, shortcuts=True,
-                           extra=[("skip", "Skip", "S", _skip), ("release", "Release", None, _release),
-                                  ("undo", "Undo last", "Z", _undo_button)])
 if item.get("storage") == "thumbnail":
     st.info("Privacy mode: only a thumbnail is stored, so the evidence below is computed on the thumbnail.")
 if data is None:
     st.warning("The image bytes are not stored for this item; decide from the stored scoring.")
     st.json(item.get("latest_scoring") or {})
-elif active is None:
-    st.stop()
-else:
+elif active is not None:
     det = active.detector
     ev = None
     with services.guarded("analysing the image"):
@@ -171,5 +162,4 @@ else:
         if stored and stored.get("model_sha256") != det.checkpoint.sha256:
             st.caption(f"When queued it was scored by model `{(stored.get('model_sha256') or '')[:12]}`: "
                        f"P(fake) {stored.get('probability', float('nan')):.1%}, tier {stored.get('tier')}.")
-        widgets.evidence(ev, det, key="review",
-                         gradcam=st.toggle("GradCAM", value=True, key="review-gradcam"))
+        widgets.evidence(ev, det, key="review", gradcam=st.toggle("GradCAM", value=True, key="review-gradcam"))

@@ -13,6 +13,7 @@ from core import calibration as C
 from core import charts, metrics, tiers as T
 from dashboard import services
 
+PAGE = "calibration"
 st.title("Calibration")
 store = services.store()
 registry = services.registry()
@@ -84,10 +85,10 @@ if st.button("Fit calibration", type="primary", key="cal-fit", disabled=z is Non
         record = C.fit_calibration(z, y, method, baseline=det.checkpoint.calibration,
                                    context={"model_sha256": det.checkpoint.sha256, "source": source,
                                             "fitted_by": who.name if who else None})
-        st.session_state["cal-fit"] = {"record": record, "logits": z, "labels": y}
+        st.session_state["cal-result"] = {"record": record, "logits": z, "labels": y}
         st.session_state.pop("cal-suggested", None)
 
-fit = st.session_state.get("cal-fit")
+fit = st.session_state.get("cal-result")
 if fit:
     record, z_fit, y_fit = fit["record"], fit["logits"], fit["labels"]
     before, _ = det.probability(z_fit)
@@ -124,12 +125,16 @@ if fit:
     with t[1]:
         target_fpr = st.number_input("Target FPR", 0.0, 1.0, T.DEFAULT_TARGET_FPR, 0.01, key="cal-tfpr")
         target_fnr = st.number_input("Target FNR", 0.0, 1.0, T.DEFAULT_TARGET_FNR, 0.01, key="cal-tfnr")
-        if st.button("Suggest from targets", key="cal-suggest"):
-            with services.guarded("suggesting thresholds"):
-                s = T.tiers_from_targets(after, y_fit, target_fpr, target_fnr, calibration_version=record["version"])
-                st.session_state["cal-suggested"] = (float(s["real_below"]), float(s["fake_at_or_above"]))
+
+        def _suggest() -> None:
+            ok, sug = services.act(PAGE, "suggesting thresholds", T.tiers_from_targets, after, y_fit,
+                                   st.session_state["cal-tfpr"], st.session_state["cal-tfnr"],
+                                   calibration_version=record["version"])
+            if ok:
+                st.session_state["cal-suggested"] = (float(sug["real_below"]), float(sug["fake_at_or_above"]))
                 st.session_state["cal-suggest-n"] = st.session_state.get("cal-suggest-n", 0) + 1
-                st.rerun()
+
+        st.button("Suggest from targets", key="cal-suggest", on_click=_suggest)
     with t[0]:
         lo_s, hi_s = st.session_state["cal-suggested"]
         lo, hi = st.slider("Real below · fake at or above (calibrated probability)", 0.0, 1.0,
@@ -146,26 +151,29 @@ if fit:
                         key="cal-hist")
 
     st.subheader("3 · Save")
-    note = st.text_input("Note for this version", key="cal-note", max_chars=500)
+    st.text_input("Note for this version", key="cal-note", max_chars=500)
+
+    def _save(activate: bool) -> None:
+        def work():
+            tiers = T.manual_tiers(lo, hi, after, y_fit, calibration_version=record["version"])
+            return registry.save_version(calibration=record, tiers=tiers, created_by=who.name,
+                                         note=st.session_state.get("cal-note") or "", activate=activate)
+
+        ok, version = services.act(PAGE, "saving the new model version", work)
+        if ok:
+            st.session_state.pop("cal-result", None)
+            services.flash("success", f"Saved {version.id} ({version.calibration_version})"
+                           + (" and activated it." if activate else "."), PAGE)
+
     b = st.columns(2)
-    save = b[0].button("Save as a new version", key="cal-save", disabled=who is None)
-    save_activate = b[1].button("Save and activate", type="primary", key="cal-save-activate", disabled=who is None)
+    b[0].button("Save as a new version", key="cal-save", disabled=who is None, on_click=_save, args=(False,))
+    b[1].button("Save and activate", type="primary", key="cal-save-activate", disabled=who is None,
+                on_click=_save, args=(True,))
     if who is None:
         st.caption("Saving records your name: enter it in the sidebar first.")
-    if save or save_activate:
-        with services.guarded("saving the new model version"):
-            tiers = T.manual_tiers(lo, hi, after, y_fit, calibration_version=record["version"])
-            version = registry.save_version(calibration=record, tiers=tiers, created_by=who.name, note=note,
-                                            activate=save_activate)
-            st.session_state.pop("cal-fit", None)
-            st.session_state["cal-flash"] = (f"Saved {version.id} ({version.calibration_version})"
-                                             + (" and activated it." if save_activate else "."))
-            st.rerun()
 
 st.subheader("Model versions")
-flash = st.session_state.pop("cal-flash", None)
-if flash:
-    st.success(flash)
+services.show_flashes(PAGE)
 info = registry.active()
 versions = registry.versions()
 rows = [{"active": info.version is None, "version": "base", "calibration": "(as bundled)", "method": "",
@@ -180,16 +188,22 @@ for v in reversed(versions):
 st.dataframe(rows, hide_index=True, key="cal-versions")
 c = st.columns([2, 1, 1, 1])
 pick = c[0].selectbox("Version", ["base"] + [v.id for v in reversed(versions)], key="cal-pick")
-if c[1].button("Activate", key="cal-activate", disabled=who is None):
-    with services.guarded("activating the version"):
-        registry.activate(None if pick == "base" else pick, by=who.name)
-        st.session_state["cal-flash"] = f"Now serving {pick}."
-        st.rerun()
-if c[2].button("Roll back", key="cal-rollback", disabled=who is None):
-    with services.guarded("rolling back"):
-        now = registry.rollback(by=who.name)
-        st.session_state["cal-flash"] = f"Rolled back; now serving {now.name}."
-        st.rerun()
+
+
+def _activate() -> None:
+    pick = st.session_state.get("cal-pick", "base")
+    services.act(PAGE, "activating the version", registry.activate, None if pick == "base" else pick,
+                 by=who.name, success=f"Now serving {pick}.")
+
+
+def _rollback() -> None:
+    ok, now = services.act(PAGE, "rolling back", registry.rollback, by=who.name)
+    if ok:
+        services.flash("success", f"Rolled back; now serving {now.name}.", PAGE)
+
+
+c[1].button("Activate", key="cal-activate", disabled=who is None, on_click=_activate)
+c[2].button("Roll back", key="cal-rollback", disabled=who is None, on_click=_rollback)
 acts = registry.activations()
 if acts:
     with st.expander("Activation history"):

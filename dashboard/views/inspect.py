@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import services, widgets
 
 #: What the uploader accepts (GIF: the first frame is analysed).
+PAGE = "inspect"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
 st.title("Inspect an image")
@@ -46,35 +47,31 @@ if (sha, ev.model_sha256) not in recorded:
 
 
 def _send_to_review() -> None:
-    with services.guarded("queueing the image"):
-        row = store.enqueue(sha, by=who.name, reason="sent from Inspect")
-        st.session_state["inspect-flash"] = f"Queued for review (state: {row['state']})."
+    ok, row = services.act(PAGE, "queueing the image", store.enqueue, sha, by=who.name, reason="sent from Inspect")
+    if ok:
+        services.flash("success", f"Queued for review (state: {row['state']}).", PAGE)
 
 
 def _label_now(value: str, note: str) -> None:
-    with services.guarded("saving your label"):
-        store.label(sha, value, who.name, note=note or None)
-        st.session_state["inspect-flash"] = f"Labelled as {value}."
+    services.act(PAGE, "saving your label", store.label, sha, value, who.name, note=note or None,
+                 success=f"Labelled as {value}.")
 
 
 with st.container(border=True, key="inspect-actions"):
-    flash = st.session_state.pop("inspect-flash", None)
-    if flash:
-        st.success(flash)
+    services.show_flashes(PAGE)
     if who is None:
         st.caption("Enter your name in the sidebar to send this image to review or label it.")
     else:
-        state = (store.item(sha).get("queue") or {}).get("state")
-        st.caption(f"Review state: {state or 'not queued'}")
+        item = store.item(sha)
+        state = (item.get("queue") or {}).get("state")
+        label = item.get("current_label")
+        st.caption(f"Review state: {state or 'not queued'}"
+                   + (f" · labelled {label['label']} by {label['reviewer']}" if label else ""))
         a, b = st.columns([1, 4])
-        if a.button("Send to review", key="inspect-send", width="stretch"):
-            _send_to_review()
-            st.rerun()
+        a.button("Send to review", key="inspect-send", width="stretch", on_click=_send_to_review)
         with b:
-            def _on_label(value: str, note: str) -> None:
-                _label_now(value, note)
-                st.rerun()
-
-            widgets.label_controls(key=f"inspect-label-{sha[:12]}", on_label=_on_label)
+            widgets.label_controls(key=f"inspect-label-{sha[:12]}", on_label=_label_now)
 
 widgets.evidence(ev, det, key="inspect", gradcam=gradcam_on)
+with st.container(key="inspect-done"):  # a marker the browser test and benchmark wait for
+    st.caption(f"Analysis of {upload.name} complete.")

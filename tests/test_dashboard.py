@@ -1,0 +1,472 @@
+"""The Streamlit dashboard under AppTest: every page, on a temporary database.
+
+The whole-loop test (upload → verdict → queued → claimed → labelled →
+exported → recalibrated) runs on the bundled model when it exists
+(``data/models/ladeda9.pt``), otherwise on a LaDeDa9 checkpoint made here;
+the other tests use a Tiny checkpoint for speed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.checkpoint import Checkpoint
+from core.models import arch_record, build_model
+from core.paths import DEFAULT_MODEL
+from core.preprocess import official_spec
+
+from .conftest import REPO, encode, make_photo
+
+APP = str(REPO / "dashboard" / "app.py")
+TIMEOUT = 240  # seconds per script run (the first LaDeDa9 load traces the model)
+
+
+def _checkpoint(path, arch: str, representation: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(arch, representation)
+    for m in model.modules():  # non-trivial BN statistics: patch logits of both signs
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    Checkpoint(arch=arch_record(arch), spec=official_spec(representation), state_dict=model.state_dict(),
+               provenance={"source": "test"}).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", "tiny", "right_diag")
+
+
+@pytest.fixture(scope="session")
+def loop_model(tmp_path_factory):
+    """The bundled model when present (the acceptance criterion), else a LaDeDa9 made for the test."""
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    return _checkpoint(tmp_path_factory.mktemp("models") / "ladeda9.pt", "ladeda9", "NPR")
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, tiny_model):
+    data = tmp_path / "data"
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(data))
+    monkeypatch.setenv("LADEDA_MODEL", str(tiny_model))
+    return data
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
+    parts += [cap for img in at.image for cap in img.captions] + [img.proto.imgs[0].alt for img in at.image]
+    parts += [i.value for i in at.info] + [w.value for w in at.warning] + [e.value for e in at.error]
+    return "\n".join(str(p) for p in parts)
+
+
+def _login(at: AppTest, name: str = "ana") -> AppTest:
+    at.text_input(key="reviewer_name_input").input(name)
+    at.button[[b.label for b in at.button].index("Start reviewing")].click()
+    return _ok(at.run())
+
+
+def _button(at: AppTest, key: str):
+    return at.button(key=key)
+
+
+def _png(seed: int, size=(320, 240)) -> bytes:
+    return encode(make_photo(*size, seed=seed), "PNG")
+
+
+def _store(data_dir):
+    from core.store import ReviewStore
+
+    return ReviewStore(data_dir / "review.sqlite")
+
+
+# ---------------------------------------------------------------------------
+# shell and identity
+# ---------------------------------------------------------------------------
+def test_shell_shows_model_calibration_preprocessing_and_reviewer(env):
+    at = _ok(_app().run())
+    header = at.caption[0].value
+    assert "Tiny-LaDeDa" in header and "calibration **none**" in header
+    assert "resize to 256x256" in header and "reviewer **not set**" in header
+    assert (env / "review.sqlite").exists()  # the data directory and database are created on first run
+    _login(at, "ana")
+    assert "reviewer **ana (unauthenticated)**" in at.caption[0].value
+    # the identity sticks for the session, on every page
+    at.switch_page("views/monitor.py")
+    _ok(at.run())
+    assert "ana (unauthenticated)" in at.caption[0].value
+
+
+def test_identity_comes_from_st_user_when_auth_is_configured(env):
+    at = _app()
+    at.user = {"is_logged_in": True, "email": "ana@example.org", "name": "Ana"}
+    _ok(at.run())
+    assert "reviewer **ana@example.org**" in at.caption[0].value
+    assert not any(t.key == "reviewer_name_input" for t in at.text_input)
+    out = _app()
+    out.user = {"is_logged_in": False}
+    _ok(out.run())
+    assert "Log in" in [b.label for b in out.button]
+    assert "reviewer **not set**" in out.caption[0].value
+
+
+def test_missing_model_is_a_message_not_a_traceback(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("LADEDA_MODEL", str(tmp_path / "nope.pt"))
+    at = _ok(_app().run())
+    assert any("Model file not found" in e.value for e in at.error)
+    assert "no model loaded" in at.caption[0].value
+
+
+# ---------------------------------------------------------------------------
+# Inspect
+# ---------------------------------------------------------------------------
+def _upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    at.file_uploader(key="inspect-upload").set_value((name, data, mime))
+    return _ok(at.run())
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("notes.png", b"this is not an image", "Not a recognised image format"),
+    ("empty.jpg", b"", "empty"),
+    ("cut.png", _png(1)[:400], "truncated"),
+])
+def test_inspect_bad_files_show_a_clear_message(env, name, data, message):
+    at = _ok(_app().run())
+    _upload(at, name, data)
+    errors = [e.value for e in at.error]
+    assert errors and message.lower() in errors[0].lower(), errors
+    assert not at.get("exception")
+
+
+@pytest.mark.parametrize("fmt,mime,kwargs", [
+    ("JPEG", "image/jpeg", {"quality": 85}), ("WEBP", "image/webp", {}), ("BMP", "image/bmp", {}),
+    ("TIFF", "image/tiff", {}), ("GIF", "image/gif", {}),
+])
+def test_inspect_accepts_the_supported_formats(env, fmt, mime, kwargs):
+    img = make_photo(200, 160, seed=4)
+    if fmt == "GIF":  # two frames: the first is analysed
+        buf = io.BytesIO()
+        img.save(buf, "GIF", save_all=True, append_images=[make_photo(200, 160, seed=5)])
+        data = buf.getvalue()
+    else:
+        data = encode(img, fmt, **kwargs)
+    at = _ok(_app().run())
+    _upload(at, f"x.{fmt.lower()}", data, mime)
+    assert not at.error, [e.value for e in at.error]
+    assert "P(fake)" in [m.label for m in at.metric]
+
+
+def test_inspect_shows_verdict_and_all_evidence(env):
+    at = _ok(_app().run())
+    _upload(at, "photo.png", _png(2))
+    assert not at.error, [e.value for e in at.error]
+    text = _texts(at)
+    assert "Thresholds:" in text or "Verdict" in text
+    metric = [m for m in at.metric if m.label == "P(fake)"][0]
+    assert metric.value.endswith("%")
+    # heatmap (with its legend), GradCAM and the enlarged top patches are rendered
+    assert "Patch logits over the image" in text and "heatmap colour scale" in text
+    assert "GradCAM for the predicted class" in text
+    assert "#1 logit" in text and "top patch 5" in text
+    assert any(t.key == "inspect-opacity" for t in at.slider)
+    df_texts = " ".join(str(d.value) for d in at.dataframe)
+    assert "mean (the model's image logit)" in df_texts and "max patch" in df_texts
+    assert "forward" in df_texts  # timings
+    # scored once into the score log
+    store = _store(env)
+    items = store.recent_items()
+    assert len(items) == 1 and items[0]["name"] == "photo.png" and items[0]["logit"] is not None
+    # moving the opacity slider re-renders without re-scoring
+    at.slider(key="inspect-opacity").set_value(0.9)
+    _ok(at.run())
+    assert len(store.item(items[0]["sha256"])["scorings"]) == 1
+    # turning GradCAM off
+    at.toggle(key="inspect-gradcam").set_value(False)
+    _ok(at.run())
+    assert "GradCAM is off." in _texts(at)
+
+
+# ---------------------------------------------------------------------------
+# the whole loop on the bundled model
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path, monkeypatch, loop_model):
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("LADEDA_MODEL", str(loop_model))
+    at = _ok(_app().run())
+    _login(at, "ana")
+
+    # upload → verdict
+    fake_like = _png(11, (384, 288))
+    _upload(at, "suspect.png", fake_like)
+    assert not at.error, [e.value for e in at.error]
+    assert "P(fake)" in [m.label for m in at.metric]
+    store = _store(data_dir)
+    sha = store.recent_items()[0]["sha256"]
+
+    # → queued
+    _button(at, "inspect-send").click()
+    _ok(at.run())
+    assert "Queued for review" in _texts(at)
+    assert store.item(sha)["queue"]["state"] == "queued"
+
+    # a second image labelled directly from Inspect (label now)
+    _upload(at, "holiday.png", _png(12, (384, 288)))
+    sha2 = [r for r in store.recent_items() if r["name"] == "holiday.png"][0]["sha256"]
+    at.button(key=f"inspect-label-{sha2[:12]}-real").click()
+    _ok(at.run())
+    assert store.item(sha2)["current_label"]["label"] == "real"
+
+    # → claimed (Review) with the same evidence
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    assert at.metric[0].label == "Queued" and int(at.metric[0].value) >= 1
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    assert store.item(sha)["queue"]["state"] == "leased"
+    assert "Leased to you until" in _texts(at)
+    assert "P(fake)" in [m.label for m in at.metric]
+
+    # → labelled (with a note), undo, label again
+    key = f"review-{sha[:12]}"
+    at.text_input(key=f"{key}-note").input("GAN texture on the left")
+    _button(at, f"{key}-fake").click()
+    _ok(at.run())
+    label = store.item(sha)["current_label"]
+    assert label["label"] == "fake" and label["note"] == "GAN texture on the left"
+    _button(at, "review-undo-idle").click()
+    _ok(at.run())
+    assert store.item(sha)["current_label"] is None and store.item(sha)["queue"]["state"] == "leased"
+    _button(at, f"{key}-fake").click()
+    _ok(at.run())
+    assert store.item(sha)["current_label"]["label"] == "fake"
+
+    # → exported
+    at.switch_page("views/export.py")
+    _ok(at.run())
+    assert [m.value for m in at.metric][:1] == ["2"]
+    _button(at, "exp-create").click()
+    _ok(at.run())
+    history = store.export_history()
+    assert len(history) == 1 and history[0]["counts"]["items"] == 2
+    for kind in ("csv", "jsonl", "zip"):
+        assert (data_dir / "exports").joinpath(history[0]["files"][kind]["path"].split("/")[-1]).is_file()
+    assert any(b.label.startswith("Download CSV") for b in at.get("download_button"))
+
+    # → recalibrated from the reviewed items, saved and activated
+    at.switch_page("views/calibration.py")
+    _ok(at.run())
+    assert "1 real and 1 fake reviewed item(s)" in _texts(at)
+    _button(at, "cal-fit").click()
+    _ok(at.run())
+    assert not at.error, [e.value for e in at.error]
+    assert any(m.label == "Projected FPR" for m in at.metric)
+    _button(at, "cal-save-activate").click()
+    _ok(at.run())
+    assert "and activated it" in _texts(at)
+    from core.model_registry import ModelRegistry
+
+    reg = ModelRegistry(data_dir / "models", base=loop_model)
+    active = reg.active()
+    assert active.version is not None and active.version.id == "v0001"
+    cal_version = active.version.calibration_version
+    assert cal_version in at.caption[0].value  # the header now shows the new calibration
+    # scoring again uses the new calibration
+    at.switch_page("views/inspect.py")
+    _ok(at.run())
+    assert store.recent_items()  # still there
+
+    # monitor shows the activity
+    at.switch_page("views/monitor.py")
+    _ok(at.run())
+    assert any(m.label == "Reviewer overturn rate" for m in at.metric)
+
+
+# ---------------------------------------------------------------------------
+# Review details
+# ---------------------------------------------------------------------------
+def _seed_queue(data_dir, model_path, n=2):
+    from core.detector import Detector
+    from core.store import scoring_kwargs
+
+    store = _store(data_dir)
+    det = Detector.load(model_path, fast=False)
+    shas = []
+    for i in range(n):
+        data = _png(30 + i)
+        sha = store.add_item(data, name=f"queued-{i}.png")
+        r = det.score(data)
+        store.record_scoring(sha, **scoring_kwargs(r.to_json()), tier="review", reasons=["seeded"])
+        shas.append(sha)
+    return store, shas
+
+
+def test_review_skip_release_and_empty_queue(env, tiny_model):
+    store, shas = _seed_queue(env, tiny_model, n=1)
+    at = _ok(_app().run())
+    _login(at, "bo")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    key = f"review-{shas[0][:12]}"
+    _button(at, f"{key}-release").click()
+    _ok(at.run())
+    assert store.item(shas[0])["queue"]["state"] == "queued"
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    at.toggle(key="review-auto-next").set_value(False)
+    _ok(at.run())
+    _button(at, f"{key}-skip").click()
+    _ok(at.run())
+    assert store.item(shas[0])["queue"]["state"] == "queued" and store.item(shas[0])["queue"]["round"] == 1
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    _button(at, f"{key}-unsure").click()
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    assert "The queue is empty." in _texts(at)
+    # nothing to undo for someone else is a message, not a crash
+    at2 = _ok(_app().run())
+    _login(at2, "cy")
+    at2.switch_page("views/review.py")
+    _ok(at2.run())
+    _button(at2, "review-undo-idle").click()
+    _ok(at2.run())
+    assert any("Nothing to undo" in e.value for e in at2.error)
+
+
+def test_review_needs_a_reviewer(env):
+    at = _ok(_app().run())
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    assert any("Enter your name" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------------------
+# Export and Calibration details
+# ---------------------------------------------------------------------------
+def test_export_preview_filters_and_hard_negatives(env, tiny_model):
+    store, shas = _seed_queue(env, tiny_model, n=2)
+    p = store.latest_scoring(shas[0])["probability"]
+    store.label(shas[0], "real" if p >= 0.5 else "fake", "ana")  # contradicts the model
+    store.label(shas[1], "unsure", "bo")
+    at = _ok(_app().run())
+    _login(at)
+    at.switch_page("views/export.py")
+    _ok(at.run())
+    values = {m.label: m.value for m in at.metric}
+    assert values["Items"] == "2" and values["Hard negatives"] == "1" and values["Unsure"] == "1"
+    at.selectbox(key="exp-reviewer").set_value("bo")
+    _ok(at.run())
+    assert {m.label: m.value for m in at.metric}["Items"] == "1"
+
+
+def _csv(n=120, seed=0) -> bytes:
+    """Over-confident logits: labels drawn with p = sigmoid(s), logits 4·s."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-s))).astype(int)
+    z = 4 * s
+    rows = ["logit,label"] + [f"{a:.5f},{'fake' if b else 'real'}" for a, b in zip(z, y)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
+    at = _ok(_app().run())
+    _login(at)
+    at.switch_page("views/calibration.py")
+    _ok(at.run())
+    at.radio(key="cal-source").set_value("Uploaded CSV (logit, label)")
+    _ok(at.run())
+    at.file_uploader(key="cal-csv").set_value(("scores.csv", _csv(), "text/csv"))
+    _ok(at.run())
+    assert "120 row(s)" in _texts(at)
+    at.selectbox(key="cal-method").set_value("platt")
+    _ok(at.run())
+    _button(at, "cal-fit").click()
+    _ok(at.run())
+    assert not at.error, [e.value for e in at.error]
+    metrics = at.dataframe[0].value  # before / after
+    assert list(metrics["calibration"])[0].startswith("before") and metrics["ECE"].iloc[1] < metrics["ECE"].iloc[0]
+    fpr = [m for m in at.metric if m.label == "Projected FPR"][0].value
+    # moving the thresholds changes the projection
+    slider = [s for s in at.slider if s.key and s.key.startswith("cal-thresholds")][0]
+    slider.set_value((0.05, 0.95))
+    _ok(at.run())
+    assert [m for m in at.metric if m.label == "Review share"][0].value != ""
+    assert fpr is not None
+    _button(at, "cal-save").click()
+    _ok(at.run())
+    assert "Saved v0001" in _texts(at)
+    from core.model_registry import ModelRegistry
+
+    reg = ModelRegistry(env / "models", base=tiny_model)
+    assert reg.active().version is None and reg.version("v0001").tiers["real_below"] == pytest.approx(0.05)
+    at.selectbox(key="cal-pick").set_value("v0001")
+    _ok(at.run())
+    _button(at, "cal-activate").click()
+    _ok(at.run())
+    assert reg.active().version.id == "v0001"
+    assert reg.version("v0001").calibration_version in at.caption[0].value
+    _button(at, "cal-rollback").click()
+    _ok(at.run())
+    assert reg.active().version is None
+    assert "calibration **none**" in at.caption[0].value
+    # a restart keeps the choice (here: back on the base); a one-class CSV is a clear message
+    at.file_uploader(key="cal-csv").set_value(("one.csv", b"logit,label\n1.0,fake\n2.0,fake\n", "text/csv"))
+    _ok(at.run())
+    _button(at, "cal-fit").click()
+    _ok(at.run())
+    assert any("both real and fake" in e.value for e in at.error)
+
+
+# ---------------------------------------------------------------------------
+# Monitor
+# ---------------------------------------------------------------------------
+def test_monitor_shows_history_drift_flow_and_overturns(env, tiny_model):
+    from core.store import ReviewStore
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+    clock = {"t": now - _dt.timedelta(days=30)}
+    store = ReviewStore(env / "review.sqlite", clock=lambda: clock["t"])
+    rng = np.random.default_rng(0)
+    for day in range(30):
+        for i in range(6):
+            clock["t"] = now - _dt.timedelta(days=29 - day, hours=i)
+            data = f"{day}-{i}".encode() * 10 + b"\x89PNG"
+            sha = store.add_item(data, name=f"d{day}-{i}.png")
+            p = float(np.clip(rng.beta(2, 5) if day < 22 else rng.beta(5, 2), 0.001, 0.999))
+            tier = "fake" if p >= 0.8 else ("real" if p < 0.2 else "review")
+            store.record_scoring(sha, model_sha256="m" * 64, logit=float(np.log(p / (1 - p))), probability=p,
+                                 tier=tier)
+            if i == 0 and tier == "review":
+                store.label(sha, "fake" if p < 0.5 else "real", "ana")
+    store.close()
+    at = _ok(_app().run())
+    at.switch_page("views/monitor.py")
+    _ok(at.run())
+    values = {m.label: m.value for m in at.metric}
+    assert values["PSI"] != "—" and float(values["PSI"]) > 0.25
+    assert "alert" in _texts(at) or any("alert" in str(b) for b in at.get("badge"))
+    assert values["Labels compared"] != "0" and values["Reviewer overturn rate"].endswith("%")
+    assert len(at.get("plotly_chart")) >= 3

@@ -355,6 +355,14 @@ def gradcam_network(model: nn.Module) -> nn.Module:
         return folded
 
 
+def warm_up(model: nn.Module, size: int = 64) -> None:
+    """Import pytorch-grad-cam (and its matplotlib/OpenCV dependencies), fold the network and run
+    one small GradCAM, so the first real request does not pay for it."""
+    net = gradcam_network(model)
+    x = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    gradcam(net, x, Image.new("RGB", (size, size)), target="fake", max_side=size)
+
+
 def gradcam_for_detector(detector: Any, decoded: Any, **kwargs: Any) -> GradCamResult:
     """:func:`gradcam` for a :class:`~core.detector.Detector` and a decoded image
     (on :func:`gradcam_network` of ``detector.model``)."""

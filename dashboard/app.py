@@ -31,6 +31,8 @@ PAGES = [
 page = st.navigation(PAGES, position="sidebar")
 
 with st.sidebar:
+    with services.guarded("opening the review database", where=st.sidebar):
+        services.store()  # <data dir>/review.sqlite, created on first run
     who = services.identity_panel(st.sidebar)
     active = services.active_detector()
     st.session_state["active_detector"] = active

@@ -130,6 +130,7 @@ def photo_png(width: int = 480, height: int = 360, seed: int = 0) -> bytes:
 def wait_app_ready(page, timeout_ms: int = 180_000) -> None:
     """Until the app has rendered its header (the model is loaded) and stopped running."""
     page.locator(".st-key-app-header").wait_for(state="visible", timeout=timeout_ms)
+    page.get_by_role("heading", level=1).first.wait_for(state="visible", timeout=timeout_ms)
     wait_idle(page, timeout_ms)
 
 
@@ -140,7 +141,7 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
 
 
 def set_reviewer(page, name: str, timeout_ms: int = 30_000) -> None:
-    page.get_by_label("Your name").fill(name)
+    page.get_by_label("Your name", exact=True).fill(name)
     page.get_by_role("button", name="Start reviewing").click()
     page.get_by_text(f"{name} (unauthenticated)").first.wait_for(timeout=timeout_ms)
 

@@ -122,10 +122,34 @@ def registry():
 # ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _engine(weights_key: str, path: str):
-    """One built (and traced) network per set of weights."""
+    """One built (and traced) network per set of weights, warmed up so the first upload is not slower."""
     from core.detector import Detector
 
-    return Detector.load(path)
+    det = Detector.load(path)
+    _warm_up(det)
+    return det
+
+
+def _warm_up(det: Any) -> None:
+    """Run the whole analysis and GradCAM once on a small synthetic image (imports, caches, kernels)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core import explain
+
+    try:
+        rng = np.random.default_rng(0)
+        img = Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), "RGB")
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        from core.analysis import analyse
+
+        analyse(det, buf.getvalue(), name="warm-up")
+        explain.warm_up(det.model)
+    except Exception:  # noqa: BLE001 - warming up is an optimisation only
+        log.warning("warm-up failed", exc_info=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -255,16 +279,9 @@ def require_identity() -> Identity | None:
 # ---------------------------------------------------------------------------
 # the score log
 # ---------------------------------------------------------------------------
-def record_analysis(store: Any, analysis: Any, data: bytes, name: str, who: Identity | None) -> str:
-    """Store the upload and append its scoring (tier, reasons, guardrails) to the score log.
+def record_analysis(store: Any, analysis: Any, data: bytes, name: str, who: Identity | None) -> None:
+    """Store the upload and append its scoring (tier, reasons, guardrails) to the score log,
+    exactly as the command line does (``core.analysis.record_analysis``); review-tier items get queued."""
+    from core.analysis import record_analysis as _record
 
-    A ``review``-tier scoring queues the item (the store's policy).
-    """
-    from core.store import scoring_kwargs
-
-    sha = store.add_item(data, name=name, uploader=who.name if who else None)
-    report = getattr(analysis, "guardrails", None)
-    guard = report.to_json() if hasattr(report, "to_json") else {}
-    store.record_scoring(sha, **scoring_kwargs(analysis.score.to_json()), tier=analysis.decision.tier,
-                         reasons=list(analysis.decision.reasons or []), guardrails=guard)
-    return sha
+    _record(store, analysis, name=name, uploader=who.name if who else None)

@@ -254,6 +254,7 @@ def guardrail_panel(ev: Evidence) -> None:
 
 def timings_panel(ev: Evidence) -> None:
     t = dict(ev.analysis.score.timings_ms)
+    t.update(getattr(ev.analysis, "timings_ms", None) or {})
     report = getattr(ev.analysis, "guardrails", None)
     gt = _get(report, "timings_ms", None) or _get(report, "timings", None) or {}
     for k, v in dict(gt).items():

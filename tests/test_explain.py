@@ -213,3 +213,11 @@ def img_bytes(img: Image.Image) -> bytes:
     from .conftest import encode
 
     return encode(img, "PNG")
+
+
+def test_warm_up_runs_on_both_architectures(tiny, ladeda_small):
+    from core.explain import warm_up
+
+    warm_up(tiny.model)
+    warm_up(ladeda_small.model, size=32)
+    assert gradcam_network(tiny.model) is gradcam_network(tiny.model)

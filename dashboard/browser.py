@@ -153,6 +153,16 @@ def go_to(page, title: str, timeout_ms: int = 60_000) -> None:
     wait_idle(page, timeout_ms)
 
 
+def set_toggle(page, key: str, on: bool, timeout_ms: int = 60_000) -> None:
+    """Switch the ``st.toggle`` with this key on or off (clicking its label)."""
+    box = page.locator(f".st-key-{key}")
+    if box.get_by_role("switch").is_checked() != on:
+        box.locator("label").first.click()
+        page.wait_for_function(
+            f"() => document.querySelector('.st-key-{key} input').checked === {str(on).lower()}", timeout=timeout_ms)
+        wait_idle(page, timeout_ms)
+
+
 def upload(page, path: str | os.PathLike) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
 

@@ -70,6 +70,25 @@ def test_new_file_gets_wal_foreign_keys_and_schema_version(tmp_path):
         assert again.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
 
 
+def test_a_new_migration_is_applied_once_and_keeps_data(tmp_path, monkeypatch):
+    from core.store import schema
+
+    path = tmp_path / "r.sqlite"
+    with ReviewStore(path) as s:
+        sha = add_scored(s, 1, 0.5)
+        s.label(sha, "fake", "alice")
+    v2 = schema.Migration(SCHEMA_VERSION + 1, "test: reviewer teams",
+                          "CREATE TABLE teams (reviewer TEXT PRIMARY KEY, team TEXT NOT NULL);")
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, v2))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", v2.version)
+    for _ in range(2):
+        with ReviewStore(path) as s:
+            assert s.schema_version == v2.version and "teams" in s.db.table_names()
+            assert s.item(sha)["current_label"]["label"] == "fake"
+            versions = [r[0] for r in s.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+            assert versions == list(range(1, v2.version + 1))
+
+
 def test_newer_schema_is_refused_without_touching_the_file(tmp_path):
     path = tmp_path / "r.sqlite"
     ReviewStore(path).close()
@@ -220,7 +239,10 @@ def test_claim_order_is_uncertainty_first_then_oldest(store, clock):
     near_new = add_scored(store, 3, 0.47, clock=clock)   # 0.03, later
     manual = store.add_item(b"unscored", name="u.jpg", uploader=None)
     store.enqueue(manual, by="lead")                     # unscored counts as 0.5
+    assert [r["sha256"] for r in store.queue_items()] == [near_old, near_new, far, manual]
     order = [store.claim_next(f"r{i}")["sha256"] for i in range(4)]
+    assert [r["state"] for r in store.queue_items(2)] == ["leased", "leased"]
+    assert [r["lease_reviewer"] for r in store.leases("r2")] == ["r2"]
     assert order == [near_old, near_new, far, manual]
     assert store.claim_next("r9") is None
     assert store.queue_stats() == {"queued": 0, "leased": 4, "labelled": 0}

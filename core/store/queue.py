@@ -79,8 +79,9 @@ class QueueMixin(ItemsMixin):
         with self._write() as conn:
             now = self.now()
             self._expire_leases(iso(now))
+            # INDEXED BY: the planner would otherwise pick queue_state and sort every queued row.
             row = conn.execute(
-                "SELECT sha256 FROM queue WHERE state = 'queued' "
+                "SELECT sha256 FROM queue INDEXED BY queue_next WHERE state = 'queued' "
                 "ORDER BY round, distance, ready_at, sha256 LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -116,15 +117,17 @@ class QueueMixin(ItemsMixin):
         sha, reviewer = check_sha256(sha256), check_reviewer(reviewer)
         with self._write() as conn:
             self._need_item(sha)
-            row = self._row("SELECT state, lease_reviewer, lease_expires_at FROM queue WHERE sha256 = ?", (sha,))
+            row = self._row("SELECT state, round FROM queue WHERE sha256 = ?", (sha,))
             if row is None or row["state"] == "labelled":
                 raise StoreError(f"Item {sha[:12]}… is not in the review queue.")
             if row["state"] == "leased":
                 self._need_lease(sha, reviewer)
-            last = conn.execute("SELECT coalesce(max(round), 0) FROM queue WHERE state != 'labelled'").fetchone()[0]
+            last = conn.execute("SELECT round FROM queue INDEXED BY queue_next WHERE state = 'queued' "
+                                "ORDER BY round DESC LIMIT 1").fetchone()
+            new_round = max(int(last[0]) if last else 0, int(row["round"])) + 1
             now = self.now_iso()
             conn.execute("UPDATE queue SET state = 'queued', round = ?, ready_at = ?, lease_reviewer = NULL, "
-                         "lease_expires_at = NULL WHERE sha256 = ?", (int(last) + 1, now, sha))
+                         "lease_expires_at = NULL WHERE sha256 = ?", (new_round, now, sha))
             self._event(sha, "skipped", reviewer, now)
 
     # -- reading ---------------------------------------------------------
@@ -142,16 +145,27 @@ class QueueMixin(ItemsMixin):
         return counts
 
     def queue_items(self, limit: int = 50, *, state: str | None = None) -> list[dict[str, Any]]:
-        """Queue rows in claim order (queued first), with name and latest score, for a queue view."""
+        """Queue rows with name and latest score: leased ones, then queued ones in claim order.
+
+        ``state`` narrows to one state (``labelled`` lists the most recently enqueued first).
+        """
         if state is not None and state not in QUEUE_STATES:
             raise StoreError(f"Unknown queue state {state!r}; expected one of {', '.join(QUEUE_STATES)}.")
-        where = "WHERE q.state = ?" if state else "WHERE q.state != 'labelled'"
-        params: tuple = (state,) if state else ()
-        sql = ("SELECT q.*, i.name, s.probability, s.tier, s.logit FROM queue q JOIN items i ON i.sha256 = q.sha256 "
-               "LEFT JOIN scorings s ON s.id = (SELECT max(id) FROM scorings WHERE sha256 = q.sha256) "
-               f"{where} ORDER BY q.state = 'leased', q.round, q.distance, q.ready_at, q.sha256 LIMIT ?")
+        select = ("SELECT q.*, i.name, s.probability, s.tier, s.logit FROM queue {hint} "
+                  "JOIN items i ON i.sha256 = q.sha256 "
+                  "LEFT JOIN scorings s ON s.id = (SELECT max(id) FROM scorings WHERE sha256 = q.sha256) "
+                  "WHERE q.state = '{state}' ORDER BY {order} LIMIT ?")  # literal: partial indexes need it
+        orders = {"leased": ("q INDEXED BY queue_leases", "q.lease_expires_at"),
+                  "queued": ("q INDEXED BY queue_next", "q.round, q.distance, q.ready_at, q.sha256"),
+                  "labelled": ("q", "q.enqueued_at DESC")}
+        out: list[dict[str, Any]] = []
         with self._read():
-            return self._rows(sql, (*params, int(limit)))
+            for st in ([state] if state else ["leased", "queued"]):
+                if len(out) >= limit:
+                    break
+                hint, order = orders[st]
+                out += self._rows(select.format(hint=hint, state=st, order=order), (int(limit) - len(out),))
+        return out
 
     def leases(self, reviewer: str | None = None) -> list[dict[str, Any]]:
         """Active (unexpired) leases, e.g. to resume one's own item after a page reload."""
@@ -172,7 +186,7 @@ class QueueMixin(ItemsMixin):
 
     def _expire_leases(self, now: str) -> None:
         expired = self.conn.execute(
-            "SELECT sha256, lease_reviewer, lease_expires_at FROM queue "
+            "SELECT sha256, lease_reviewer, lease_expires_at FROM queue INDEXED BY queue_leases "
             "WHERE state = 'leased' AND lease_expires_at <= ?", (now,)).fetchall()
         for sha, reviewer, was in expired:
             self.conn.execute("UPDATE queue SET state = 'queued', lease_reviewer = NULL, lease_expires_at = NULL "

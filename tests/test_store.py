@@ -195,10 +195,10 @@ def test_only_review_tier_is_queued_automatically_and_labels_stand(store, clock)
     assert store.queue_stats()["queued"] == 2
     store.label(review, "fake", "alice")
     store.record_scoring(review, model_sha256="b" * 64, logit=0.0, probability=0.5, tier="review")
-    assert store.item(review)["queue"]["state"] == "labelled"  # a human label is not re-queued automatically
+    assert store.item(review)["queue_state"] == "labelled"  # a human label is not re-queued automatically
     store.enqueue(review, by="lead", reason="recheck")  # but can be by hand
     assert store.item(review)["queue"]["state"] == "queued"
-    assert store.item(real)["queue"] is None
+    assert store.item(real)["queue"] is None and store.item(real)["queue_state"] is None
 
 
 def test_privacy_mode_keeps_only_a_thumbnail_and_is_sticky(tmp_path):

@@ -182,6 +182,7 @@ class ItemsMixin(StoreBase):
                 "SELECT c.label, c.reviewer, c.labelled_at, c.event_id, e.note, e.seconds_spent "
                 "FROM current_labels c JOIN label_events e ON e.id = c.event_id WHERE c.sha256 = ?", (sha,))
             out["queue"] = self._row("SELECT * FROM queue WHERE sha256 = ?", (sha,))
+            out["queue_state"] = out["queue"]["state"] if out["queue"] else None  # shortcut, as in recent_items
             out["queue_events"] = self._rows("SELECT event, actor, at, lease_expires_at, detail FROM queue_events "
                                              "WHERE sha256 = ? ORDER BY id", (sha,))
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from .base import DEFAULT_LEASE_SECONDS, StoreError, iso
+from .base import StoreError, iso
 from .items import ItemsMixin, _scoring_out, check_sha256
 
 QUEUE_STATES = ("queued", "leased", "labelled")

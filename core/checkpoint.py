@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,13 @@ RESEARCH_LICENCE_NOTE = (
     "Official LaDeDa/Tiny-LaDeDa weights (barcavia/RealTime-DeepfakeDetection-in-the-RealWorld) are "
     "released for research use only. Load them only if you obtained them yourself; do not redistribute."
 )
+
+
+def plain(obj: Any) -> Any:
+    """Reduce metadata to JSON types so ``weights_only`` loading always accepts it."""
+    if obj is None:
+        return None
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -94,9 +102,9 @@ class Checkpoint:
             "preprocess": self.spec.to_dict(),
             "weights_dtype": dtype,
             "state_dict": state,
-            "calibration": self.calibration,
-            "tiers": self.tiers,
-            "provenance": dict(self.provenance),
+            "calibration": plain(self.calibration),
+            "tiers": plain(self.tiers),
+            "provenance": plain(dict(self.provenance)),
         }
 
     def save(self, path: str | os.PathLike, dtype: str = "float32") -> str:

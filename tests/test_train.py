@@ -1,0 +1,114 @@
+"""Training, resume, distillation and the bias report on small generated data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.checkpoint import load_checkpoint
+from core.detector import Detector
+from core.train import TrainConfig, _state_path, train
+
+from .conftest import make_photo
+
+
+def _fake_like(seed: int, size: int = 64) -> Image.Image:
+    """A photo with a periodic 2-px upsampling pattern, the kind of trace NPR sees."""
+    arr = np.asarray(make_photo(size // 2, size // 2, seed=seed)).astype(np.float32)
+    up = arr.repeat(2, axis=0).repeat(2, axis=1)
+    up[::2, ::2] += 25
+    return Image.fromarray(np.clip(up, 0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, n: int = 6, size: int = 64, fake_format: str = "PNG", real_format: str = "PNG") -> Path:
+    for split in ("train", "val"):
+        for label, maker, fmt in (("0_real", lambda s: make_photo(size, size, seed=s), real_format),
+                                  ("1_fake", lambda s: _fake_like(s, size), fake_format)):
+            d = root / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                ext = "jpg" if fmt == "JPEG" else "png"
+                maker(100 * (split == "val") + i).save(d / f"{i}.{ext}", fmt)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("wildrf"))
+
+
+def test_short_training_saves_resumes_and_reloads(tmp_path, tiny_dataset):
+    out = tmp_path / "m.pt"
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(out), arch="ladeda9", size=64, crop=32, batch_size=4,
+                      steps=2, steps_per_epoch=1, warmup_steps=1, bn_recalibration_batches=1, progress=False)
+    first = train(cfg)
+    assert out.exists() and _state_path(out).exists()
+    assert [h["epoch"] for h in first.provenance["history"]] == [1, 2]
+    assert first.spec.size == (64, 64) and first.spec.input_representation == "NPR"
+
+    cfg.steps = 4  # resume and continue to step 4
+    resumed = train(cfg)
+    hist = resumed.provenance["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and hist[-1]["step"] == 4
+    assert all("val_ap" in h for h in hist)
+    prov = resumed.provenance
+    assert len(prov["training_data_manifest_sha256"]) == 64 and prov["training_config"]["crop"] == 32
+
+    det = Detector.load(out)
+    r = det.score(tiny_dataset / "val" / "1_fake" / "0.png")
+    assert r.patch_map_shape == [7, 7] and 0.0 <= r.probability <= 1.0
+
+
+def test_train_cli_with_bias_report_and_progress(tmp_path, tiny_dataset):
+    out = tmp_path / "cli.pt"
+    proc = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tiny_dataset), "--out", str(out),
+                           "--arch", "ladeda9", "--size", "64", "--crop", "32", "--batch-size", "4", "--steps", "1",
+                           "--steps-per-epoch", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Bias report" in proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 1 and load_checkpoint(out).sha256 == summary["model_sha256"]
+    assert "epoch 1/1" in proc.stderr  # progress bar
+
+
+def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
+    from core.distill import DistillConfig, distill
+
+    teacher = tmp_path / "teacher.pt"
+    train(TrainConfig(data=str(tiny_dataset), out=str(teacher), arch="ladeda9", size=64, crop=32, batch_size=4,
+                      steps=2, steps_per_epoch=2, warmup_steps=1, bn_recalibration_batches=1, progress=False))
+    student, history = distill(DistillConfig(teacher=str(teacher), data=str(tiny_dataset), out=str(tmp_path / "t.pt"),
+                                             epochs=30, batch_size=4, lr=1e-2, progress=False))
+    assert history[-1]["train_mse"] < 0.7 * history[0]["train_mse"]
+    assert student.label == "Tiny-LaDeDa" and student.spec.input_representation == "right_diag"
+    assert student.spec.size == load_checkpoint(teacher).spec.size
+    r = Detector(student).score(tiny_dataset / "val" / "0_real" / "0.png")
+    assert r.logit == pytest.approx(float(r.patch_logits.astype(np.float64).mean()))
+
+
+def test_bias_report_flags_a_format_shortcut(tmp_path):
+    from core.bias import bias_report, format_report
+
+    root = make_dataset(tmp_path / "biased", n=5, real_format="JPEG", fake_format="PNG")
+    report = bias_report(root / "train")
+    names = {p.name for p in report.warnings}
+    assert "file format" in names
+    text = format_report(report)
+    assert "WARNING" in text and "file format" in text
+    fair = bias_report(make_dataset(tmp_path / "fair", n=5) / "train")
+    assert "file format" not in {p.name for p in fair.warnings}
+
+
+def test_bias_report_cli_json(tmp_path):
+    root = make_dataset(tmp_path / "b", n=4, real_format="JPEG", fake_format="PNG")
+    proc = subprocess.run([sys.executable, "-m", "core", "bias-report", "--data", str(root / "train"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "file format" in data["warnings"] and data["counts"] == {"real": 4, "fake": 4}

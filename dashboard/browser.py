@@ -90,8 +90,12 @@ def streamlit_server(data_dir: str | os.PathLike, model: str | os.PathLike | Non
 
 
 @contextlib.contextmanager
-def chromium(executable: str | None = None, *, viewport: tuple[int, int] = (1400, 1000)):
-    """A Playwright browser context on a fresh, throw-away profile directory."""
+def chromium(executable: str | None = None, *, viewport: tuple[int, int] = (1400, 2600)):
+    """A Playwright browser context on a fresh, throw-away profile directory.
+
+    The default viewport is tall because Streamlit scrolls inside its own main
+    container, so a "full page" screenshot only ever shows the viewport.
+    """
     from playwright.sync_api import sync_playwright
 
     exe = executable or find_chromium()
@@ -135,9 +139,15 @@ def wait_app_ready(page, timeout_ms: int = 180_000) -> None:
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Until Streamlit reports no script running (the status widget disappears)."""
+    """Until Streamlit reports that no script is running (the app root's script state)."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        state="attached", timeout=timeout_ms)
+
+
+def wait_images(page, timeout_ms: int = 60_000) -> None:
+    """Until every <img> on the page has loaded (Streamlit serves images as separate media requests)."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+        "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)", timeout=timeout_ms)
 
 
 def set_reviewer(page, name: str, timeout_ms: int = 30_000) -> None:
@@ -169,12 +179,14 @@ def upload(page, path: str | os.PathLike) -> None:
 
 def time_upload_to_verdict(page, path: str | os.PathLike, *, timeout_ms: int = 120_000) -> dict[str, float]:
     """Upload ``path`` on Inspect; seconds until its verdict card is on screen (``verdict_s``) and
-    until the whole page, GradCAM included when it is on, has rendered (``complete_s``)."""
+    until the whole page, GradCAM included when it is on, has rendered and every image has loaded
+    (``complete_s``)."""
     name = Path(path).name
     t0 = time.perf_counter()
     upload(page, path)
     page.locator(".st-key-inspect-verdict").filter(has_text=name).wait_for(state="visible", timeout=timeout_ms)
     out = {"verdict_s": time.perf_counter() - t0}
     page.locator(".st-key-inspect-done").filter(has_text=name).wait_for(state="attached", timeout=timeout_ms)
+    wait_images(page, timeout_ms)
     out["complete_s"] = time.perf_counter() - t0
     return out

@@ -131,8 +131,7 @@ def verdict_card(ev: Evidence, detector: Any, *, key: str) -> None:
         left, mid, right = st.columns([1.1, 1.0, 2.0])
         with left:
             st.caption("Verdict")
-            st.badge(text, icon=icon, color=colour)
-            st.markdown(f"#### {text}")
+            st.markdown(f"### :{colour}[{icon} {text}]")
             st.caption(ev.name)
         with mid:
             what = "calibrated probability of fake" if score.calibrated else "probability of fake (uncalibrated sigmoid)"
@@ -204,10 +203,12 @@ def poolings_panel(ev: Evidence) -> None:
     ]
     for r in rows:
         r["sigmoid"] = 1 / (1 + math.exp(-max(-700.0, min(700.0, r["logit"]))))
-    st.dataframe(rows, hide_index=True, column_config={
-        "logit": st.column_config.NumberColumn(format="%+.3f"),
-        "sigmoid": st.column_config.NumberColumn("sigmoid (uncalibrated)", format="%.3f")})
-    st.caption("Calibration applies to the mean; max and top-k show whether a small region drives the score.")
+    st.dataframe(rows, hide_index=True, width="stretch", column_config={
+        "pooling": st.column_config.TextColumn(width="medium"),
+        "logit": st.column_config.NumberColumn(format="%+.3f", width="small"),
+        "sigmoid": st.column_config.NumberColumn(format="%.3f", width="small")})
+    st.caption("Sigmoid of each pooled logit, uncalibrated: calibration applies to the mean only. Max and top-k "
+               "show whether a small region drives the score.")
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -299,7 +300,8 @@ def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts:
     """Real / Fake / Unsure buttons (plus ``extra`` buttons) with a note field.
 
     Clicks run as callbacks before the next render: ``on_label(label, note)``;
-    ``extra`` items are ``(key, text, shortcut, callback(note))``.
+    ``extra`` items are ``(key, text, shortcut, callback(note))``. Streamlit shows each
+    keyboard shortcut on its button.
     """
     note_key = f"{key}-note"
     st.text_input("Note (optional)", key=note_key, max_chars=2000, disabled=disabled)
@@ -315,9 +317,9 @@ def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts:
 
     cols = st.columns(len(LABEL_BUTTONS) + len(extra or []))
     for col, (value, text, sc) in zip(cols, LABEL_BUTTONS):
-        col.button(f"{text} ({sc})" if shortcuts else text, key=f"{key}-{value}", on_click=_label, args=(value,),
+        col.button(text, key=f"{key}-{value}", on_click=_label, args=(value,),
                    shortcut=sc if shortcuts else None, disabled=disabled,
                    type="primary" if value != "unsure" else "secondary", width="stretch")
     for col, (bkey, text, sc, callback) in zip(cols[len(LABEL_BUTTONS):], extra or []):
-        col.button(f"{text} ({sc})" if shortcuts and sc else text, key=f"{key}-{bkey}", on_click=_extra,
+        col.button(text, key=f"{key}-{bkey}", on_click=_extra,
                    args=(callback,), shortcut=sc if shortcuts else None, disabled=disabled, width="stretch")

@@ -176,9 +176,10 @@ st.subheader("Model versions")
 services.show_flashes(PAGE)
 info = registry.active()
 versions = registry.versions()
-rows = [{"active": info.version is None, "version": "base", "calibration": "(as bundled)", "method": "",
-         "real below": (det.checkpoint.tiers or {}).get("real_below") if info.version is None else None,
-         "fake at or above": None, "ECE after": None, "created": "", "by": "", "note": str(info.base_path.name)}]
+base_tiers = (det.checkpoint.tiers or {}) if info.version is None else {}
+rows = [{"active": info.version is None, "version": "base", "calibration": "(as shipped)", "method": "",
+         "real below": base_tiers.get("real_below"), "fake at or above": base_tiers.get("fake_at_or_above"),
+         "ECE after": None, "created": "", "by": "", "note": str(info.base_path.name)}]
 for v in reversed(versions):
     after_m = (v.metrics or {}).get("metrics_after") or {}
     rows.append({"active": info.version is not None and info.version.id == v.id, "version": v.id,

@@ -51,7 +51,7 @@ with services.guarded("reading the score log"):
     fig.add_trace(go.Scatter(x=[r["day"] for r in mix], y=[r["flagged_share"] for r in mix], name="flagged share",
                              mode="lines+markers", line={"color": "#333"}), secondary_y=True)
     fig.update_layout(barmode="stack")
-    fig.update_yaxes(title_text="share flagged fake", range=[0, 1], secondary_y=True)
+    fig.update_yaxes(title_text="share flagged fake", range=[0, 1], dtick=0.2, showgrid=False, secondary_y=True)
     st.plotly_chart(_layout(fig, "Tier mix and flagged share", "scorings"), key="mon-mix")
 
 st.subheader("Drift")
@@ -63,11 +63,14 @@ with services.guarded("computing drift"):
     ref_w, recent_w = store.default_windows(int(recent_days), int(reference_days))
     drift = store.drift(ref_w, recent_w, model_sha256=model_sha, min_samples=int(min_samples))
     colour, text = ALERT_BADGE.get(drift["alert"], ("gray", drift["alert"]))
+    state = f"{drift['alert']}: {text}"
+    if drift["insufficient_data"]:
+        colour, state = "gray", "not enough data"
     with st.container(border=True, key="mon-drift"):
         m = st.columns(5)
         with m[0]:
             st.caption("Alert state")
-            st.badge(f"{drift['alert']}: {text}", color=colour)
+            st.badge(state, color=colour)
         m[1].metric("PSI", "—" if drift["psi"] is None else f"{drift['psi']:.3f}",
                     help=f"warn ≥ {drift['thresholds']['warn']}, alert ≥ {drift['thresholds']['alert']}")
         m[2].metric("KS statistic", "—" if drift["ks"] is None else f"{drift['ks']:.3f}")

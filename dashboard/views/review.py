@@ -99,8 +99,8 @@ st.toggle("Claim the next item after each decision", value=True, key="review-aut
 
 if current is None:
     b1, b2, _ = st.columns([1, 1, 3])
-    b1.button("Claim next (N)", shortcut="N", type="primary", key="review-claim", width="stretch", on_click=_claim)
-    b2.button("Undo last (Z)", shortcut="Z", key="review-undo-idle", width="stretch", on_click=_undo)
+    b1.button("Claim next", shortcut="N", type="primary", key="review-claim", width="stretch", on_click=_claim)
+    b2.button("Undo last", shortcut="Z", key="review-undo-idle", width="stretch", on_click=_undo)
     history = store.label_history(reviewer=who.name, limit=10)
     if history:
         st.markdown("**Your recent decisions**")

@@ -240,6 +240,15 @@ def _set_name() -> None:
         flash("warning", "Enter a name first.", "sidebar")
 
 
+def _login() -> None:
+    try:
+        st.login()
+    except Exception as exc:  # noqa: BLE001 - e.g. Authlib missing or a bad [auth] section
+        log.warning("login failed: %s", exc)
+        flash("error", "Sign-in is configured but could not start (is the Authlib package installed and the "
+                       "[auth] section complete?). Ask the administrator.", "sidebar")
+
+
 def _forget_name() -> None:
     st.session_state.pop("reviewer_name", None)
 
@@ -257,7 +266,7 @@ def identity_panel(where: Any) -> Identity | None:
         return who
     if auth_configured():
         where.info("Log in to review.")
-        where.button("Log in", on_click=st.login, key="login", type="primary")
+        where.button("Log in", on_click=_login, key="login", type="primary")
         return None
     with where.form("who", border=False):
         st.text_input("Your name", key="reviewer_name_input", max_chars=100,

@@ -125,6 +125,9 @@ def test_identity_comes_from_st_user_when_auth_is_configured(env):
     _ok(out.run())
     assert "Log in" in [b.label for b in out.button]
     assert "reviewer **not set**" in out.caption[0].value
+    out.button(key="login").click()
+    _ok(out.run())  # no provider can be reached here: a message, not a traceback
+    assert any("Sign-in is configured but could not start" in e.value for e in out.error)
 
 
 def test_missing_model_is_a_message_not_a_traceback(env, monkeypatch, tmp_path):
@@ -470,3 +473,33 @@ def test_monitor_shows_history_drift_flow_and_overturns(env, tiny_model):
     assert "alert" in _texts(at) or any("alert" in str(b) for b in at.get("badge"))
     assert values["Labels compared"] != "0" and values["Reviewer overturn rate"].endswith("%")
     assert len(at.get("plotly_chart")) >= 3
+
+
+def test_review_lease_is_shown_and_renewed_while_open(env, tiny_model):
+    import sqlite3
+
+    store, shas = _seed_queue(env, tiny_model, n=1)
+    at = _ok(_app().run())
+    _login(at, "dee")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    assert "Leased to you until" in _texts(at)
+    # the lease is about to run out (less than half left): the open page renews it
+    soon = (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(env / "review.sqlite") as conn:
+        conn.execute("UPDATE queue SET lease_expires_at = ? WHERE sha256 = ?", (soon, shas[0]))
+    _ok(at.run())
+    row = store.item(shas[0])["queue"]
+    assert row["lease_reviewer"] == "dee" and row["lease_expires_at"] > soon
+    assert any(e["event"] == "renewed" for e in store.item(shas[0])["queue_events"])
+    # another reviewer cannot take it, and sees it as being reviewed
+    other = _ok(_app().run())
+    _login(other, "eve")
+    other.switch_page("views/review.py")
+    _ok(other.run())
+    assert {m.label: m.value for m in other.metric}["Being reviewed"] == "1"
+    _button(other, "review-claim").click()
+    _ok(other.run())
+    assert "The queue is empty." in _texts(other)

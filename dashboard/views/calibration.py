@@ -20,6 +20,7 @@ registry = services.registry()
 who = services.identity()
 active = st.session_state.get("active_detector")
 if active is None:
+    st.info("No model is loaded; the sidebar says why.")
     st.stop()
 det = active.detector
 

@@ -8,13 +8,14 @@ import streamlit as st
 
 from dashboard import services, widgets
 
-#: What the uploader accepts (GIF: the first frame is analysed).
 PAGE = "inspect"
+#: What the uploader accepts (GIF: the first frame is analysed).
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
 st.title("Inspect an image")
 active = st.session_state.get("active_detector")
 if active is None:
+    st.info("No model is loaded, so nothing can be scored; the sidebar says why.", icon=":material/block:")
     st.stop()
 det = active.detector
 store = services.store()

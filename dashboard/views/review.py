@@ -151,7 +151,9 @@ if item.get("storage") == "thumbnail":
 if data is None:
     st.warning("The image bytes are not stored for this item; decide from the stored scoring.")
     st.json(item.get("latest_scoring") or {})
-elif active is not None:
+elif active is None:
+    st.info("No model is loaded, so the evidence cannot be computed; the sidebar says why.")
+else:
     det = active.detector
     ev = None
     with services.guarded("analysing the image"):

@@ -170,8 +170,9 @@ def gradcam_panel(ev: Evidence, detector: Any, *, key: str, enabled: bool) -> No
         return
     res = ev.extras.get("gradcam")
     if res is None:
+        predicted = "fake" if ev.analysis.score.probability >= 0.5 else "real"  # the calibrated prediction
         with st.spinner("Computing GradCAM…"):
-            res = explain.gradcam_for_detector(detector, ev.analysis.decoded)
+            res = explain.gradcam_for_detector(detector, ev.analysis.decoded, target=predicted)
         ev.extras["gradcam"] = res
     st.image(res.overlay, caption=f"GradCAM for the predicted class ({res.target}) at {res.layer}, "
                                   f"{res.elapsed_ms:.0f} ms", alt="gradcam overlay", width="stretch")

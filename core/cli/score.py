@@ -1,4 +1,10 @@
-"""``score``: score image files, one JSON object per line and file."""
+"""``score``: score image files, one JSON object per line and file.
+
+Each line carries the score (logit, calibrated probability, patch-map shape,
+poolings, top patches), the policy's ``tier`` and ``reasons``, and the
+``guardrails`` findings. With ``--db`` every scoring is also recorded in the
+review store and review-tier items are queued.
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,20 +19,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", help="checkpoint (default: the bundled model or $LADEDA_MODEL)")
     p.add_argument("--json", action="store_true", help="JSON lines output (the default; kept for scripts)")
+    p.add_argument("--db", help="record scorings in this review-store SQLite file (queues review-tier items)")
+    p.add_argument("--uploader", default=None, help="who submitted the files (stored with --db)")
+    p.add_argument("--no-guardrails", action="store_true", help="skip faces/quality/metadata checks")
     p.add_argument("--top-k", type=int, default=5, help="most-fake patches to report")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detector import Detector, ScoreFailure
+    from ..analysis import analyse, record_analysis
+    from ..detector import Detector
+    from ..errors import DetectorError
 
     detector = Detector.load(args.model)
+    store = None
+    if args.db:
+        from ..store import ReviewStore
+
+        store = ReviewStore.open(args.db)
     failures = 0
     show = len(args.files) > 1 and not args.no_progress
-    for f in tqdm(args.files, desc="scoring", unit="img", disable=not show, file=sys.stderr):
-        result = next(iter(detector.score_many([f])))
-        if isinstance(result, ScoreFailure):
-            failures += 1
-        print(json.dumps(result.to_json()), flush=True)
+    try:
+        for f in tqdm(args.files, desc="scoring", unit="img", disable=not show, file=sys.stderr):
+            try:
+                analysis = analyse(detector, f, name=str(f), guardrails=not args.no_guardrails, top_k=args.top_k)
+                line = analysis.to_json()
+                if store is not None:
+                    line["scoring_id"] = record_analysis(store, analysis, name=str(f), uploader=args.uploader)
+                    line["queued"] = store.item(analysis.score.sha256).get("queue_state")
+            except DetectorError as exc:
+                failures += 1
+                line = {"file": str(f), "error": str(exc)}
+            print(json.dumps(line), flush=True)
+    finally:
+        if store is not None:
+            store.close()
     return 1 if failures == len(args.files) else 0

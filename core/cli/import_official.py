@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..checkpoint import import_official
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import-official", help="wrap official LaDeDa9/Tiny weights into our checkpoint format")
@@ -16,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import import_official
+
     ckpt = import_official(args.arch, args.weights, args.out)
     print(json.dumps({
         "out": str(ckpt.path),

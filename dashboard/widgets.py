@@ -114,8 +114,9 @@ def analyse(detector: Any, data: bytes, name: str, data_sha256: str) -> Evidence
 # verdict
 # ---------------------------------------------------------------------------
 def _tiers_of(analysis: Any, detector: Any) -> dict[str, Any] | None:
+    """The thresholds the policy applied (its defaults when the model has no tiers)."""
     decision = getattr(analysis, "decision", None)
-    for source in (getattr(decision, "tiers", None), getattr(detector.checkpoint, "tiers", None)):
+    for source in (getattr(decision, "thresholds", None), getattr(detector.checkpoint, "tiers", None)):
         if source:
             return dict(source)
     return None
@@ -141,6 +142,9 @@ def verdict_card(ev: Evidence, detector: Any, *, key: str) -> None:
             if tiers:
                 st.markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
                             f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
+            if getattr(decision, "changed_by_guardrails", False):
+                base = TIER_STYLE.get(decision.base_tier, ("", decision.base_tier, ""))[1]
+                st.markdown(f"The score alone says **{base}**; the guardrails changed it to **{text}**.")
             reasons = list(getattr(decision, "reasons", []) or [])
             if reasons:
                 st.markdown("\n".join(f"- {r}" for r in reasons))
@@ -212,54 +216,57 @@ def poolings_panel(ev: Evidence) -> None:
                "show whether a small region drives the score.")
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def guardrail_panel(ev: Evidence) -> None:
+    """Faces with their own scores, image quality and metadata evidence (``core.guardrails``)."""
     report = getattr(ev.analysis, "guardrails", None)
     if report is None:
         st.caption("Guardrails were not run.")
         return
     image = ev.analysis.decoded.image
-    faces = list(_get(report, "faces", []) or [])
+    hi = float((getattr(ev.analysis.decision, "thresholds", None) or {}).get("fake_at_or_above", 0.5))
     c1, c2 = st.columns([3, 2])
     with c1:
-        if faces:
+        if report.faces:
             boxes = []
-            for i, f in enumerate(faces, 1):
-                s = _get(f, "score")
-                boxes.append(explain.LabelledBox(tuple(int(v) for v in _get(f, "box")),
-                                                 f"face {i}: " + (f"{s:.2f}" if s is not None else "not scored"),
-                                                 (214, 39, 40) if (s or 0) >= 0.5 else (26, 127, 55)))
+            for i, f in enumerate(report.faces, 1):
+                text = f"face {i}: " + (f"P(fake) {f.score:.2f}" if f.score is not None else "not scored")
+                colour = (214, 39, 40) if (f.score is not None and f.score >= hi) else (26, 127, 55)
+                boxes.append(explain.LabelledBox(tuple(int(v) for v in f.box), text, colour))
             st.image(explain.draw_boxes(image, boxes), alt="faces", width="stretch",
-                     caption=f"{len(faces)} face(s), each scored on its own crop (P(fake))")
+                     caption=f"{len(report.faces)} face(s); each crop is scored on its own by the same model")
+            st.dataframe([{"face": i, "P(fake)": f.score, "logit": f.logit, "detection": f.confidence,
+                           "found by": f.pass_name, "box": str(tuple(f.box))}
+                          for i, f in enumerate(report.faces, 1)], hide_index=True,
+                         column_config={"P(fake)": st.column_config.NumberColumn(format="%.3f"),
+                                        "logit": st.column_config.NumberColumn(format="%+.2f"),
+                                        "detection": st.column_config.NumberColumn(format="%.2f")})
         else:
-            st.caption("No faces found.")
+            st.caption("No face found: the verdict is about the whole image.")
     with c2:
-        quality = _get(report, "quality", {}) or {}
-        q = quality.to_json() if hasattr(quality, "to_json") else (dict(quality) if isinstance(quality, dict)
-                                                                       else vars(quality))
-        if q:
-            st.markdown("**Quality**")
-            st.json(q, expanded=True)
-        meta = _get(report, "metadata", {}) or {}
-        m = meta.to_json() if hasattr(meta, "to_json") else (dict(meta) if isinstance(meta, dict) else vars(meta))
-        if m:
-            st.markdown("**Metadata evidence**")
-            st.json(m, expanded=False)
+        q = report.quality
+        st.markdown("**Quality**")
+        flag = lambda bad: " ⚠" if bad else ""  # noqa: E731
+        lines = [f"- Sharpness (blur measure): **{q.blur:.0f}**{flag(q.blurry)}",
+                 "- JPEG quality: " + (f"**{q.jpeg_quality:.0f}**{flag(q.low_jpeg_quality)}"
+                                       if q.jpeg_quality is not None else "not a JPEG"),
+                 f"- Resolution: **{q.width}×{q.height}**"
+                 + (f" (model input {q.model_input[1]}×{q.model_input[0]})" if q.model_input else "")
+                 + (" — upscaled for the model" if q.upscaled else "") + flag(q.heavily_upscaled)]
+        lines += [f"- Screenshot hint: {h}" for h in q.screenshot_hints]
+        st.markdown("\n".join(lines))
+        st.markdown("**Metadata evidence**")
+        st.markdown("\n".join(f"- {line}" for line in report.metadata.evidence()))
+        raw = report.metadata.to_json()
+        if raw.get("exif") or raw.get("text_chunks") or raw.get("xmp_hints"):
+            with st.popover("Raw metadata"):
+                st.json({k: raw[k] for k in ("exif", "text_chunks", "xmp_hints", "c2pa")}, expanded=True)
 
 
 def timings_panel(ev: Evidence) -> None:
     t = dict(ev.analysis.score.timings_ms)
     t.update(getattr(ev.analysis, "timings_ms", None) or {})
     report = getattr(ev.analysis, "guardrails", None)
-    gt = _get(report, "timings_ms", None) or _get(report, "timings", None) or {}
-    for k, v in dict(gt).items():
+    for k, v in (getattr(report, "timings_ms", None) or {}).items():
         t[f"guardrails: {k}"] = v
     if "gradcam" in ev.extras:
         t["gradcam"] = ev.extras["gradcam"].elapsed_ms

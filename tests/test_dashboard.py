@@ -22,7 +22,7 @@ from core.models import arch_record, build_model
 from core.paths import DEFAULT_MODEL
 from core.preprocess import official_spec
 
-from .conftest import REPO, encode, make_photo
+from .conftest import CORPUS, REPO, encode, make_photo, needs_corpus
 
 APP = str(REPO / "dashboard" / "app.py")
 TIMEOUT = 240  # seconds per script run (the first LaDeDa9 load traces the model)
@@ -204,6 +204,27 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     at.toggle(key="inspect-gradcam").set_value(False)
     _ok(at.run())
     assert "GradCAM is off." in _texts(at)
+
+
+@needs_corpus
+def test_inspect_guardrail_panel_draws_scored_faces(env):
+    face = sorted((CORPUS / "test" / "faces-ffhq-vs-stylegan2" / "0_real").glob("*.jpg"))[0]
+    at = _ok(_app().run())
+    _upload(at, face.name, face.read_bytes(), "image/jpeg")
+    assert not at.error, [e.value for e in at.error]
+    text = _texts(at)
+    assert "face(s); each crop is scored on its own" in text and "faces" in text  # the boxed image (alt text)
+    faces = [d.value for d in at.dataframe if "P(fake)" in d.value.columns and "found by" in d.value.columns][0]
+    assert len(faces) >= 1 and faces["P(fake)"].notna().all()
+    assert "JPEG quality: **" in text and "Metadata evidence" in text
+
+
+def test_inspect_low_quality_goes_to_review_with_its_reason(env):
+    img = make_photo(320, 240, seed=9)
+    at = _ok(_app().run())
+    _upload(at, "crushed.jpg", encode(img, "JPEG", quality=12), "image/jpeg")
+    text = _texts(at)
+    assert "Needs review" in text and "Low quality" in text and "heavily compressed JPEG" in text
 
 
 # ---------------------------------------------------------------------------

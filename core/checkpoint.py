@@ -115,6 +115,7 @@ class Checkpoint:
         os.close(fd)
         try:
             torch.save(self.to_payload(dtype), tmp)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

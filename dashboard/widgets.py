@@ -25,8 +25,9 @@ LABEL_BUTTONS = (  # value, text, keyboard shortcut
     ("fake", "Fake", "F"),
     ("unsure", "Unsure", "U"),
 )
-#: Analyses kept per browser session (evidence for recent images, so sliders do not re-run the model).
-SESSION_CACHE = 6
+#: Analyses kept per browser session (so sliders do not re-run the model); small because each holds
+#: the decoded image, which can be large.
+SESSION_CACHE = 3
 
 
 # ---------------------------------------------------------------------------

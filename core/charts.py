@@ -94,7 +94,7 @@ def det_figure(curves: Mapping[str, Any], title: str = "DET") -> go.Figure:
             fig.add_trace(go.Scatter(x=_probit([c["eer"]]), y=_probit([c["eer"]]), mode="markers", showlegend=False,
                                      marker={"color": colour, "size": 9, "symbol": "x"},
                                      hovertemplate=f"EER {c['eer']:.3f}<extra></extra>"))
-    lim = [float(_probit([_DET_TICKS[0]])[0]), float(_probit([_DET_TICKS[-1]])[0])]
+    lim = [float(_probit([0.0])[0]) - 0.1, float(_probit([1.0])[0]) + 0.1]  # clipped corners stay visible
     fig.add_trace(go.Scatter(x=lim, y=lim, mode="lines", name="FPR = FNR", line={"dash": "dot", "color": "#999"}))
     ticks = {"tickvals": _probit(_DET_TICKS).tolist(), "ticktext": [f"{t:.1%}".replace(".0%", "%") for t in _DET_TICKS],
              "range": lim}

@@ -205,3 +205,20 @@ def test_official_tiny_on_val_temperature_scaling_lowers_ece(official_tiny_wildr
     assert proj["fpr"] <= 0.05 and proj["fnr"] <= 0.20
     orig_dtype = {v.dtype for v in load_checkpoint(official_tiny_wildrf).state_dict.values() if v.is_floating_point()}
     assert {v.dtype for v in cal.state_dict.values() if v.is_floating_point()} == orig_dtype
+
+
+def test_chart_functions_take_one_curve_or_named_curves():
+    from core import charts
+    from core import metrics as M
+
+    s, y = np.array([0.1, 0.4, 0.35, 0.8, 0.9]), np.array([0, 0, 1, 1, 1])
+    one = charts.reliability_figure(M.reliability_curve(s, y, 5))
+    assert [t.name for t in one.data] == ["perfect calibration", f"model (ECE {M.ece(s, y, 5):.3f})"]
+    named = charts.roc_figure({"a": M.roc_points(s, y), "b": M.roc_points(1 - s, y)})
+    assert [t.name.split(" ")[0] for t in named.data] == ["chance", "a", "b"]
+    det = charts.det_figure(M.det_points(s, y))
+    assert any("EER" in (t.name or "") for t in det.data)
+    hist = charts.score_histogram_figure(s, y, {"real_below": 0.3, "fake_at_or_above": 0.7})
+    assert len(hist.data) == 2 and len(hist.layout.shapes) == 2
+    data = charts.curves_by_group(s, y, ["x", "x", "z", "z", "z"])
+    assert set(data["roc"]) == {"ALL", "x", "z"} and data["roc"]["x"]["fpr"] == []  # x has reals only

@@ -136,3 +136,9 @@ def test_invalid_records_are_refused(tmp_path):
     with pytest.raises(CalibrationError, match="Cannot read"):
         C.load_record(bad)
     assert "uncalibrated" in C.describe(None)
+
+
+def test_cli_method_choices_match_the_library():
+    from core.cli import calibrate as cli
+
+    assert cli.METHODS == C.METHODS  # the CLI keeps a literal copy so its parser does not import scikit-learn

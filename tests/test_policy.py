@@ -5,13 +5,14 @@ from core.guardrails import GuardrailReport
 from core.guardrails.faces import Face
 from core.guardrails.metadata import MetadataReport
 from core.guardrails.quality import QualityReport
-from core.policy import DEFAULT_TIERS, decide
+from core.policy import BLUR_THRESHOLD, DEFAULT_TIERS, FACE_MIN_SIDE, LOW_JPEG_QUALITY, decide
 
 TIERS = {"real_below": 0.3, "fake_at_or_above": 0.7}
 
 
 def report(*, faces=None, jpeg=95.0, blur=300.0, size=(512, 512), generator=False, camera=False):
-    q = QualityReport(blur=blur, blurry=blur < 40, jpeg_quality=jpeg, low_jpeg_quality=jpeg is not None and jpeg < 40,
+    q = QualityReport(blur=blur, blurry=blur < BLUR_THRESHOLD, jpeg_quality=jpeg,
+                      low_jpeg_quality=jpeg is not None and jpeg < LOW_JPEG_QUALITY,
                       width=size[0], height=size[1], model_input=(256, 256), upscaled=min(size) < 256,
                       heavily_upscaled=min(size) < 128)
     m = MetadataReport(exif={"make": "Canon"} if camera else {},
@@ -59,3 +60,66 @@ def test_no_face_is_noted_not_blocked():
 def test_camera_exif_is_reported_as_evidence_only():
     d = decide(0.9, TIERS, report(camera=True))
     assert d.tier == "fake" and any("EXIF names a camera" in r for r in d.reasons)
+
+
+def test_invalid_tiers_fall_back_to_defaults_with_a_reason():
+    d = decide(0.5, {"real_below": 0.9, "fake_at_or_above": 0.1}, report())
+    assert d.thresholds == DEFAULT_TIERS and any("not valid" in r for r in d.reasons)
+    d = decide(0.5, {"real_below": "x", "fake_at_or_above": 0.8}, None)
+    assert d.thresholds == DEFAULT_TIERS
+
+
+def test_calibrated_tiers_are_used_without_the_default_note():
+    d = decide(0.25, TIERS, report())
+    assert d.tier == "real" and d.thresholds == TIERS
+    assert not any("default thresholds" in r for r in d.reasons)
+
+
+def test_low_quality_in_the_review_band_stays_review_with_a_note():
+    d = decide(0.5, TIERS, report(jpeg=12.0))
+    assert d.tier == "review" and not d.changed_by_guardrails
+    assert any("less reliable" in r and "quality 12" in r for r in d.reasons)
+
+
+def test_tiny_faces_do_not_move_the_tier():
+    tiny = [Face((0, 0, FACE_MIN_SIDE - 1, FACE_MIN_SIDE - 1), 0.9, score=0.99)]
+    assert decide(0.1, TIERS, report(faces=tiny)).tier == "real"
+
+
+def test_fake_face_in_a_review_band_image_is_named():
+    faces = [Face((0, 0, 80, 80), 0.9, score=0.95)]
+    d = decide(0.5, TIERS, report(faces=faces))
+    assert d.tier == "review" and any("Face 1 of 1 scores 0.95" in r for r in d.reasons)
+
+
+def test_editor_and_screenshot_are_notes_only():
+    r = report()
+    r.metadata.editor_hints.append("EXIF software 'GIMP 2.10' mentions 'gimp'")
+    r.quality.screenshot_hints.extend(["lossless PNG without camera metadata", "size 1920×1080 is a common screen"])
+    for p, tier in ((0.1, "real"), (0.9, "fake")):
+        d = decide(p, TIERS, r)
+        assert d.tier == tier
+        assert any("editing software" in x for x in d.reasons) and any("screenshot" in x for x in d.reasons)
+
+
+def test_policy_only_ever_moves_towards_review():
+    faces_options = ([], [Face((0, 0, 80, 80), 0.9, score=0.1)], [Face((0, 0, 80, 80), 0.9, score=0.99)])
+    for p in (0.0, 0.1, 0.29, 0.3, 0.5, 0.69, 0.7, 0.95, 1.0):
+        for jpeg in (None, 10.0, 95.0):
+            for size in ((64, 64), (512, 512)):
+                for gen in (False, True):
+                    for faces in faces_options:
+                        d = decide(p, TIERS, report(faces=list(faces), jpeg=jpeg, size=size, generator=gen))
+                        assert d.tier in (d.base_tier, "review")
+                        assert d.reasons and all(isinstance(x, str) and x.endswith((".", ")")) for x in d.reasons)
+                        assert set(d.to_json()) >= {"tier", "reasons", "base_tier"}
+
+
+def test_thresholds_live_in_the_policy_module():
+    import core.guardrails.quality as quality
+    import core.policy as policy
+
+    assert quality.BLUR_THRESHOLD is policy.BLUR_THRESHOLD
+    assert quality.LOW_JPEG_QUALITY is policy.LOW_JPEG_QUALITY
+    assert quality.UPSCALE_FRACTION is policy.UPSCALE_FRACTION
+    assert report(jpeg=policy.LOW_JPEG_QUALITY - 1).quality.low_jpeg_quality

@@ -29,6 +29,9 @@ _EXIF_TAGS = {0x010F: "make", 0x0110: "model", 0x0131: "software", 0x0132: "date
               0x010E: "description"}
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
+_USER_COMMENT = 0x9286
+#: Text that Stable Diffusion front-ends write into their parameters (PNG chunk or EXIF UserComment).
+_SD_PARAMETER_MARKERS = ("steps:", "sampler:", "cfg scale:", "negative prompt:", "seed:")
 
 
 @dataclass
@@ -43,6 +46,10 @@ class MetadataReport:
     @property
     def has_camera(self) -> bool:
         return bool(self.exif.get("make") or self.exif.get("model"))
+
+    @property
+    def capture_time(self) -> str | None:
+        return self.exif.get("datetime_original") or self.exif.get("datetime")
 
     def evidence(self) -> list[str]:
         """Human-readable lines for the analyst."""
@@ -64,7 +71,9 @@ class MetadataReport:
     def to_json(self) -> dict[str, Any]:
         return {"exif": self.exif, "text_chunks": self.text_chunks, "xmp_hints": self.xmp_hints, "c2pa": self.c2pa,
                 "generator_hints": self.generator_hints, "editor_hints": self.editor_hints,
-                "camera": self.has_camera, "evidence": self.evidence()}
+                "camera": self.has_camera, "camera_make": self.exif.get("make"),
+                "camera_model": self.exif.get("model"), "capture_time": self.capture_time,
+                "software": self.exif.get("software"), "evidence": self.evidence()}
 
 
 def _clean(value: Any) -> str:
@@ -75,8 +84,75 @@ def _clean(value: Any) -> str:
 
 
 def _match(text: str, names: tuple[str, ...]) -> list[str]:
+    """Names found as whole words ("flux" in "Flux.1" but not in "influx")."""
     low = text.lower()
-    return [n for n in names if n in low]
+    return [n for n in names if re.search(rf"(?<![a-z0-9]){re.escape(n)}(?![a-z0-9])", low)]
+
+
+def metadata_bytes(raw: bytes, limit: int = 8_000_000) -> bytes:
+    """The file's metadata segments only (JPEG APPn/COM before the scan, PNG chunks other than
+    IDAT, WebP/RIFF chunks other than image data), so that searching them for markers such as
+    ``c2pa`` cannot hit a coincidence in compressed pixel data. Other formats: the first 64 KiB."""
+    raw = raw[:limit]
+    parts: list[bytes] = []
+    if raw[:2] == b"\xff\xd8":  # JPEG
+        i = 2
+        while i + 4 <= len(raw) and raw[i] == 0xFF:
+            marker = raw[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            if marker in (0xDA, 0xD9):  # start of scan / end: pixel data follows
+                break
+            size = int.from_bytes(raw[i + 2:i + 4], "big")
+            if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+                parts.append(raw[i + 4:i + 2 + size])
+            i += 2 + size
+        return b"".join(parts)
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(raw):
+            size = int.from_bytes(raw[i:i + 4], "big")
+            kind = raw[i + 4:i + 8]
+            if kind not in (b"IDAT", b"fdAT"):
+                parts.append(kind + raw[i + 8:i + 8 + size])
+            if kind == b"IEND":
+                break
+            i += 12 + size
+        return b"".join(parts)
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        i = 12
+        while i + 8 <= len(raw):
+            kind = raw[i:i + 4]
+            size = int.from_bytes(raw[i + 4:i + 8], "little")
+            if kind not in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF"):
+                parts.append(kind + raw[i + 8:i + 8 + size])
+            i += 8 + size + (size & 1)
+        return b"".join(parts)
+    return raw[:65536]
+
+
+def _user_comment(value: Any) -> str:
+    """EXIF UserComment: an 8-byte charset prefix, then the text (A1111 writes UTF-16 here)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, bytes):
+        return str(value)
+    head, body = value[:8], value[8:]
+    if head.startswith(b"UNICODE"):
+        for enc in ("utf-16-be", "utf-16-le"):
+            try:
+                text = body.decode(enc)
+            except UnicodeDecodeError:
+                continue
+            if text and sum(c.isprintable() or c.isspace() for c in text) >= 0.9 * len(text):
+                return text
+    if head.startswith((b"ASCII", b"\x00\x00\x00\x00")):
+        return body.decode("utf-8", "replace")
+    return value.decode("utf-8", "replace")
 
 
 def read_metadata(container: Image.Image, raw: bytes) -> MetadataReport:
@@ -93,25 +169,38 @@ def read_metadata(container: Image.Image, raw: bytes) -> MetadataReport:
         sub = exif.get_ifd(_EXIF_IFD) if exif else {}
         if sub.get(_DATETIME_ORIGINAL):
             rep.exif["datetime_original"] = _clean(sub[_DATETIME_ORIGINAL])
+        if sub.get(_USER_COMMENT):
+            comment = _clean(_user_comment(sub[_USER_COMMENT]))
+            if comment:
+                rep.exif["user_comment"] = comment
     except Exception:
         pass
     for key, value in (container.info or {}).items():
-        if isinstance(value, (str, bytes)) and key not in ("icc_profile", "exif", "xmp", "dpi", "transparency"):
-            if isinstance(value, bytes) and key not in GENERATION_KEYS:
+        if isinstance(value, (str, bytes)) and key not in ("icc_profile", "exif", "xmp", "dpi", "transparency",
+                                                          "photoshop", "adobe", "mp", "mpoffset"):
+            if isinstance(value, bytes) and key not in GENERATION_KEYS + ("comment",):
                 continue
             rep.text_chunks[str(key)] = _clean(value)
+    meta_bytes = metadata_bytes(raw)
     xmp = container.info.get("xmp") or b""
     if not xmp:
-        m = re.search(rb"<x:xmpmeta.*?</x:xmpmeta>", raw[:2_000_000], re.S)
+        m = re.search(rb"<x:xmpmeta.*?</x:xmpmeta>", meta_bytes, re.S)
         xmp = m.group(0) if m else b""
     if xmp:
         xmp_text = _clean(xmp if isinstance(xmp, str) else xmp.decode("utf-8", "replace"))
         for tag in ("CreatorTool", "DigitalSourceType", "softwareAgent"):
             for m in re.finditer(rf"{tag}[=>\"']+([^<\"']+)", xmp_text):
                 rep.xmp_hints.append(f"{tag}: {m.group(1).strip()}")
-    rep.c2pa = b"c2pa" in raw[:4_000_000] or b"jumb" in raw[:4_000_000]
+    rep.c2pa = b"c2pa" in meta_bytes or b"caBX" in meta_bytes
+    if rep.c2pa:
+        for name in ("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"):
+            if name.encode() in meta_bytes:
+                rep.generator_hints.append(f"C2PA manifest declares '{name}'")
     # Generator and editor hints from every text source.
-    sources = {f"EXIF software '{rep.exif['software']}'": rep.exif["software"]} if rep.exif.get("software") else {}
+    sources = {f"EXIF {k} '{rep.exif[k][:60]}'": rep.exif[k] for k in ("software", "description", "artist")
+               if rep.exif.get(k)}
+    if rep.exif.get("user_comment"):
+        sources["EXIF UserComment"] = rep.exif["user_comment"]
     for k, v in rep.text_chunks.items():
         sources[f"text chunk '{k}'"] = f"{k} {v}"
     for h in rep.xmp_hints:
@@ -124,6 +213,9 @@ def read_metadata(container: Image.Image, raw: bytes) -> MetadataReport:
     for key in rep.text_chunks:
         if key.lower() in GENERATION_KEYS:
             rep.generator_hints.append(f"PNG text chunk '{key}' holds generation parameters")
+    comment = rep.exif.get("user_comment", "").lower()
+    if sum(m in comment for m in _SD_PARAMETER_MARKERS) >= 2:
+        rep.generator_hints.append("EXIF UserComment holds Stable Diffusion-style generation parameters")
     rep.generator_hints = list(dict.fromkeys(rep.generator_hints))
     rep.editor_hints = list(dict.fromkeys(rep.editor_hints))
     return rep

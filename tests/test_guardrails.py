@@ -88,6 +88,15 @@ def test_two_face_composite_gives_two_boxes_and_two_scores(official_tiny_wildrf)
     j = report.to_json()
     assert len(j["faces"]) == 2 and all(len(f["box"]) == 4 and "score" in f for f in j["faces"])
     assert j["max_face_score"] == pytest.approx(max(f.score for f in report.faces), abs=1e-6)
+    # Each score is the detector's own score of the face crop with margin (pixels, not re-encoded).
+    from core.guardrails.faces import crop_decoded
+
+    decoded = decode_image(encode(canvas, "PNG"))
+    for f in report.faces:
+        assert f.crop_box[0] <= f.box[0] and f.crop_box[2] >= f.box[2]
+        direct = det.score(crop_decoded(decoded, f.crop_box))
+        assert f.score == pytest.approx(direct.probability, abs=1e-6)
+        assert f.logit == pytest.approx(direct.logit, abs=1e-6)
 
 
 # -- quality details -----------------------------------------------------------

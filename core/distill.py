@@ -58,8 +58,9 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
 
     data = Path(cfg.data)
     train_images, _ = load_cached(data / "train", spec, progress=cfg.progress)
-    if cfg.max_train_images:
-        train_images = train_images[: cfg.max_train_images]
+    if cfg.max_train_images:  # a seeded random subset, so both classes stay represented
+        keep = np.random.default_rng(cfg.seed).permutation(len(train_images))[: cfg.max_train_images]
+        train_images = [train_images[i] for i in sorted(keep)]
     val_images = load_cached(data / "val", spec, progress=cfg.progress)[0] if (data / "val").is_dir() else []
 
     # Teacher targets for every image and its horizontal mirror.
@@ -110,8 +111,8 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
         if val_images and (epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs:
             entry.update(validate(student, val_images, spec, torch.device("cpu")))
         history.append(entry)
-        if cfg.progress:
-            tqdm.write(str({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
+        # Epoch summaries always print; --no-progress only hides the bars.
+        tqdm.write(str({k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}))
     student.eval()
     ckpt = Checkpoint(
         arch=arch_record("tiny"),

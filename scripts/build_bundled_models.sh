@@ -13,7 +13,7 @@ python -m core train --data "$CORPUS" --out "$RUNS/ladeda9_fp32.pt" --arch laded
 python -m core convert --model "$RUNS/ladeda9_fp32.pt" --out "$RUNS/ladeda9_fp16.pt" --dtype float16
 python -m core calibrate --model "$RUNS/ladeda9_fp16.pt" --data "$CORPUS/val" --method temperature \
   --target-fpr 0.05 --target-fnr 0.20 --out data/models/ladeda9.pt
-python -m core distill --teacher data/models/ladeda9.pt --data "$CORPUS" --out "$RUNS/tiny_raw.pt" --epochs 20
+python -m core distill --teacher data/models/ladeda9.pt --data "$CORPUS" --out "$RUNS/tiny_raw.pt" --epochs 6 --max-train-images 160
 python -m core calibrate --model "$RUNS/tiny_raw.pt" --data "$CORPUS/val" --method temperature \
   --target-fpr 0.05 --target-fnr 0.20 --out data/models/tiny_ladeda.pt
 python -m core evaluate --model data/models/ladeda9.pt --data "$CORPUS/test" --robustness --report "$RUNS/eval-ladeda9"

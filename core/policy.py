@@ -71,11 +71,10 @@ class Decision:
 
 
 def base_tier(p: float, tiers: dict[str, Any]) -> str:
-    if p < float(tiers["real_below"]):
-        return "real"
-    if p >= float(tiers["fake_at_or_above"]):
-        return "fake"
-    return "review"
+    """The tier from the thresholds alone (one definition, shared with ``core.tiers``)."""
+    from .tiers import tier_of
+
+    return tier_of(p, tiers)
 
 
 def _valid_tiers(tiers: dict[str, Any] | None) -> tuple[dict[str, float], str | None]:

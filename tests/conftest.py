@@ -42,6 +42,25 @@ def official_tiny_wildrf(tmp_path_factory) -> Path:
     return out
 
 
+def save_random_tiny(path: Path, *, seed: int = 0, dtype: str = "float32", **fields) -> Path:
+    """Write a random-weight Tiny-LaDeDa checkpoint with the official spec.
+
+    ``fields`` go into the checkpoint (``calibration``, ``tiers``, ``provenance``).
+    """
+    import torch
+
+    from core.checkpoint import Checkpoint
+    from core.models import arch_record, build_model
+    from core.preprocess import official_spec
+
+    torch.manual_seed(seed)
+    model = build_model("tiny", "right_diag")
+    fields.setdefault("provenance", {"source": "test"})
+    Checkpoint(arch=arch_record("tiny"), spec=official_spec("right_diag"), state_dict=model.state_dict(),
+               **fields).save(path, dtype=dtype)
+    return Path(path)
+
+
 def make_photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
     """A smooth, photo-like RGB test image with some texture (deterministic)."""
     rng = np.random.default_rng(seed)

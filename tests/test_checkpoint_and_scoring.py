@@ -16,18 +16,12 @@ from core.errors import CheckpointError
 from core.models import build_model
 from core.preprocess import PreprocessSpec, official_spec
 
-from .conftest import encode, make_photo
+from .conftest import encode, make_photo, save_random_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(3)
-    model = build_model("tiny", "right_diag")
-    ck = Checkpoint(arch={"name": "tiny", "channels": 8}, spec=official_spec("right_diag"),
-                    state_dict=model.state_dict(), provenance={"source": "test"})
-    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    ck.save(path)
-    return path
+    return save_random_tiny(tmp_path_factory.mktemp("ck") / "tiny.pt", seed=3)
 
 
 def test_spec_fingerprint_is_stable_and_sensitive():

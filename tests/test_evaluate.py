@@ -14,14 +14,12 @@ from PIL import Image
 from core import evaluate as E
 from core.__main__ import main
 from core.calibration import apply_record, load_record
-from core.checkpoint import Checkpoint, load_checkpoint
+from core.checkpoint import load_checkpoint
 from core.detector import Detector
 from core.metrics import ece
-from core.models import build_model
-from core.preprocess import official_spec
 from core.tiers import project_tiers
 
-from .conftest import CORPUS, REPO, make_photo, needs_corpus
+from .conftest import CORPUS, REPO, make_photo, needs_corpus, save_random_tiny
 
 REQUIRED_METRICS = {"source", "condition", "n", "accuracy", "real_accuracy", "fake_accuracy", "ap", "auc", "eer",
                     "ece"}
@@ -30,13 +28,7 @@ REQUIRED_METRICS = {"source", "condition", "n", "accuracy", "real_accuracy", "fa
 @pytest.fixture(scope="module")
 def half_tiny(tmp_path_factory):
     """A random-weight Tiny stored in float16 (tests that calibrate keeps the dtype)."""
-    torch.manual_seed(7)
-    model = build_model("tiny", "right_diag")
-    ck = Checkpoint(arch={"name": "tiny", "channels": 8}, spec=official_spec("right_diag"),
-                    state_dict=model.state_dict(), provenance={"source": "test"})
-    path = tmp_path_factory.mktemp("model") / "tiny16.pt"
-    ck.save(path, dtype="float16")
-    return path
+    return save_random_tiny(tmp_path_factory.mktemp("model") / "tiny16.pt", seed=7, dtype="float16")
 
 
 @pytest.fixture(scope="module")

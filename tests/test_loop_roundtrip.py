@@ -9,28 +9,22 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 from core.calibration import fit_calibration
-from core.checkpoint import Checkpoint, load_checkpoint
+from core.checkpoint import load_checkpoint
 from core.datasets import list_images, read_logit_csv
-from core.models import build_model
-from core.preprocess import official_spec
 from core.store import ReviewStore
 from core.train import TrainConfig, train
 
-from .conftest import encode, make_photo
+from .conftest import encode, make_photo, save_random_tiny
 from .test_train import _fake_like
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(11)
-    model = build_model("tiny", "right_diag")
-    path = tmp_path_factory.mktemp("m") / "tiny.pt"
-    Checkpoint(arch={"name": "tiny", "channels": 8}, spec=official_spec("right_diag"), state_dict=model.state_dict(),
-               tiers={"real_below": 0.0, "fake_at_or_above": 1.0}).save(path)  # every item goes to review
-    return path
+    # tiers that put every item in review
+    return save_random_tiny(tmp_path_factory.mktemp("m") / "tiny.pt", seed=11,
+                            tiers={"real_below": 0.0, "fake_at_or_above": 1.0})
 
 
 def _labelled_store(tmp_path, tiny_model, n=12):

@@ -5,25 +5,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from core.checkpoint import Checkpoint, file_sha256, load_checkpoint
+from core.checkpoint import file_sha256, load_checkpoint
 from core.detector import Detector
 from core.errors import CheckpointError
 from core.model_registry import ModelRegistry, rebind, weights_key
-from core.models import arch_record, build_model
-from core.preprocess import official_spec
 
-from .conftest import encode, make_photo
+from .conftest import encode, make_photo, save_random_tiny
 
 
 def _tiny(path, seed=0):
-    torch.manual_seed(seed)
-    model = build_model("tiny", "right_diag")
-    ckpt = Checkpoint(arch=arch_record("tiny"), spec=official_spec("right_diag"), state_dict=model.state_dict(),
-                      provenance={"source": "test"})
-    ckpt.save(path)
-    return path
+    return save_random_tiny(path, seed=seed)
 
 
 def _record(t: float, version: str) -> dict:

@@ -51,12 +51,17 @@ def run_guardrails(decoded: DecodedImage, detector: "Detector | None" = None, *,
                    model_input_size: tuple[int, int] | None = None) -> GuardrailReport:
     """Faces (scored by ``detector`` when given), quality and metadata for one decoded image."""
     t0 = time.perf_counter()
-    container = Image.open(io.BytesIO(decoded.raw)) if decoded.raw else decoded.image
-    metadata = read_metadata(container, decoded.raw)
-    t1 = time.perf_counter()
     if model_input_size is None and detector is not None and detector.spec.resize_mode == "stretch":
         model_input_size = tuple(detector.spec.size)
-    quality = assess_quality(container, decoded.image, model_input_size, has_camera=metadata.has_camera)
+    # Re-open the original bytes (headers only) for EXIF, text chunks and JPEG tables; closed right after.
+    container = Image.open(io.BytesIO(decoded.raw)) if decoded.raw else decoded.image
+    try:
+        metadata = read_metadata(container, decoded.raw)
+        t1 = time.perf_counter()
+        quality = assess_quality(container, decoded.image, model_input_size, has_camera=metadata.has_camera)
+    finally:
+        if container is not decoded.image:
+            container.close()
     t2 = time.perf_counter()
     faces, face_timings = faces_for(decoded, detector)
     return GuardrailReport(faces=faces, quality=quality, metadata=metadata,

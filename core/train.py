@@ -44,6 +44,7 @@ class TrainConfig:
     size: int = 256
     max_side: int | None = None  #: with resize_mode "none": cap the longer side
     crop: int = 64
+    val_crop: int | None = None  #: validate on the central N×N region (cheap proxy at native resolution)
     batch_size: int = 32
     epochs: int = 30
     steps: int | None = None  #: total optimiser steps; overrides epochs when set
@@ -111,15 +112,32 @@ def recalibrate_batchnorm(model: nn.Module, images: list[CachedImage], spec: Pre
     model.eval()
 
 
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size×size region of an N×C×H×W tensor (the whole side where it is smaller)."""
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., top:top + min(size, h), left:left + min(size, w)]
+
+
 @torch.no_grad()
-def validate(model: nn.Module, images: list[CachedImage], spec: PreprocessSpec, device: torch.device) -> dict[str, float]:
-    """Score whole validation images (as serving does) and return AP/AUC/accuracy/loss."""
+def validate(model: nn.Module, images: list[CachedImage], spec: PreprocessSpec, device: torch.device,
+             crop: int | None = None) -> dict[str, float]:
+    """Score validation images and return AP/AUC/accuracy/loss.
+
+    Whole images, as serving feeds them, unless ``crop`` is set: then the central
+    crop×crop region only — at native resolution a whole 768-px image costs
+    ~10× a 256-px one on a CPU, and the patch mean over the centre is an unbiased
+    (noisier) estimate of the whole-image mean.
+    """
     model.eval()
     # The folded channels-last copy is exact and ~30% faster on CPU.
     net = fold_for_inference(model).to(memory_format=torch.channels_last)
     logits, labels = [], []
     for im in images:
-        out = net(full_tensor(im, spec).to(device).contiguous(memory_format=torch.channels_last))
+        x = full_tensor(im, spec)
+        if crop:
+            x = center_crop(x, crop)
+        out = net(x.to(device).contiguous(memory_format=torch.channels_last))
         logits.append(float(out.mean()))
         labels.append(im.label)
     z, y = np.asarray(logits), np.asarray(labels)
@@ -221,7 +239,7 @@ def train(cfg: TrainConfig) -> Checkpoint:
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", lr=f"{lr * warm:.1e}")
         recalibrate_batchnorm(model, train_images, spec, cfg.crop, cfg.bn_recalibration_batches, cfg.batch_size,
                               device, seed=cfg.seed + epoch)
-        metrics = validate(model, val_images, spec, device) if val_images else {}
+        metrics = validate(model, val_images, spec, device, cfg.val_crop) if val_images else {}
         entry = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(running)) if running else None,
                  "lr": lr, "elapsed_s": round(elapsed_before + time.time() - t_start, 1), **metrics}
         history.append(entry)

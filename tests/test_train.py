@@ -77,6 +77,29 @@ def test_train_cli_with_bias_report_and_progress(tmp_path, tiny_dataset):
     assert "epoch 1/1" in proc.stderr  # progress bar
 
 
+def test_train_cli_native_resolution_with_cheap_validation(tmp_path, tiny_dataset):
+    out = tmp_path / "native.pt"
+    proc = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tiny_dataset), "--out", str(out),
+                           "--arch", "ladeda9", "--resize-mode", "none", "--max-side", "48", "--crop", "32",
+                           "--val-crop", "40", "--batch-size", "4", "--steps", "1", "--steps-per-epoch", "1",
+                           "--no-bias-report", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = load_checkpoint(out)
+    assert ckpt.spec.resize_mode == "none" and ckpt.spec.max_side == 48
+    assert ckpt.provenance["training_config"]["val_crop"] == 40
+    r = Detector(ckpt).score(tiny_dataset / "val" / "1_fake" / "0.png")  # 64 px → 48 px → 5×5 patches
+    assert r.patch_map_shape == [5, 5]
+
+
+def test_center_crop_takes_the_middle_and_keeps_short_sides():
+    from core.train import center_crop
+
+    x = torch.arange(6 * 10, dtype=torch.float32).view(1, 1, 6, 10)
+    c = center_crop(x, 4)
+    assert c.shape == (1, 1, 4, 4) and torch.equal(c, x[..., 1:5, 3:7])
+    assert center_crop(x, 8).shape == (1, 1, 6, 8)
+
+
 def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
     from core.distill import DistillConfig, distill
 

@@ -13,7 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-repr", default="NPR", help="raw|NPR|x_grad|y_grad|left_diag|right_diag")
     p.add_argument("--size", type=int, default=256, help="resize images to SIZExSIZE (the serving spec)")
     p.add_argument("--resize-mode", default="stretch", choices=["stretch", "shorter_side", "none"])
+    p.add_argument("--max-side", type=int, default=None,
+                   help="with --resize-mode none: downscale images whose longer side exceeds this")
     p.add_argument("--crop", type=int, default=64, help="random crop size for training batches")
+    p.add_argument("--val-crop", type=int, default=None,
+                   help="validate on the central N×N region instead of whole images (cheap at native resolution)")
     p.add_argument("--batch-size", type=int, default=32)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None)
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(bias_report(Path(args.data) / "train")), flush=True)
     cfg = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, input_repr=args.input_repr, size=args.size,
-        resize_mode=args.resize_mode, crop=args.crop, batch_size=args.batch_size,
+        resize_mode=args.resize_mode, max_side=args.max_side, crop=args.crop, val_crop=args.val_crop, batch_size=args.batch_size,
         epochs=args.epochs or 30, steps=args.steps, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
         warmup_steps=args.warmup_steps, jpeg_aug=args.jpeg_aug, blur_aug=args.blur_aug, flip=not args.no_flip,
         lr_patience=args.lr_patience, early_stop_patience=args.early_stop_patience, seed=args.seed,

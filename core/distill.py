@@ -5,7 +5,10 @@ per-patch logit. Tiny's map has stride 2 and LaDeDa9's stride 8, so student
 patch (4i, 4j) — which sees input rows 8i-1 … 8i+7 — is matched with teacher
 patch (i, j) (rows 8i … 8i+8), and the image logits (means of the two maps)
 are matched too. The student's image logit stays the mean of its own patch
-logits. Teacher maps are computed once per image (and its mirror image).
+logits. Teacher maps are computed once per image (and its mirror image) —
+or, for native-resolution teachers where a whole image costs seconds, once per
+random crop (``crop``): with a 9-px receptive field the student learns the
+same patch function from crops as from whole images.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from .errors import DetectorError
 from .models import arch_record, build_model
 from .serving import ServingModel
 from .train import data_manifest_sha256, set_seed, validate
-from .training_data import full_tensor, load_cached
+from .preprocess import normalise
+from .training_data import full_tensor, load_cached, random_crop
 
 
 @dataclass
@@ -39,6 +43,8 @@ class DistillConfig:
     seed: int = 0
     progress: bool = True
     max_train_images: int | None = None
+    crop: int | None = None  #: distil on random crop×crop regions instead of whole images
+    crops_per_image: int = 4  #: with ``crop``: regions drawn per image (fixed for the run)
 
 
 def align_student(student_map: torch.Tensor, teacher_hw: tuple[int, int], factor: int) -> torch.Tensor:
@@ -53,7 +59,8 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
     if teacher_ckpt.arch.get("name") != "ladeda":
         raise DetectorError("The teacher must be a LaDeDa checkpoint.")
     spec = teacher_ckpt.spec  # the student is served with exactly the teacher's preprocessing
-    teacher = ServingModel(teacher_ckpt.build_model(), example_hw=tuple(spec.size))
+    teacher = ServingModel(teacher_ckpt.build_model(),
+                           example_hw=(cfg.crop, cfg.crop) if cfg.crop else tuple(spec.size))
     t_stride = teacher_ckpt.build_model().patch_geometry.stride
 
     data = Path(cfg.data)
@@ -63,11 +70,16 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
         train_images = [train_images[i] for i in sorted(keep)]
     val_images = load_cached(data / "val", spec, progress=cfg.progress)[0] if (data / "val").is_dir() else []
 
-    # Teacher targets for every image and its horizontal mirror.
+    # Teacher targets for every image (or crop) and its horizontal mirror.
     inputs, targets = [], []
+    crop_rng = np.random.default_rng(cfg.seed + 1)
     for im in tqdm(train_images, desc="teacher maps", disable=not cfg.progress, leave=False):
-        x = full_tensor(im, spec)
-        for xx in (x, torch.flip(x, dims=[-1])):
+        if cfg.crop:
+            regions = [normalise(np.ascontiguousarray(random_crop(im.pixels, cfg.crop, crop_rng)), spec)
+                       for _ in range(cfg.crops_per_image)]
+        else:
+            regions = [full_tensor(im, spec)]
+        for xx in (v for x in regions for v in (x, torch.flip(x, dims=[-1]))):
             inputs.append(xx)
             targets.append(torch.from_numpy(np.asarray(teacher(xx)[0, 0])).clone())
 

@@ -115,6 +115,26 @@ def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
     assert r.logit == pytest.approx(float(r.patch_logits.astype(np.float64).mean()))
 
 
+def test_distillation_on_random_crops_through_the_cli(tmp_path, tiny_dataset):
+    teacher = tmp_path / "teacher.pt"
+    train(TrainConfig(data=str(tiny_dataset), out=str(teacher), arch="ladeda9", resize_mode="none", crop=32,
+                      batch_size=4, steps=1, steps_per_epoch=1, warmup_steps=1, bn_recalibration_batches=1,
+                      progress=False))
+    out = tmp_path / "tiny.pt"
+    proc = subprocess.run([sys.executable, "-m", "core", "distill", "--teacher", str(teacher), "--data",
+                           str(tiny_dataset), "--out", str(out), "--epochs", "15", "--batch-size", "4", "--lr", "1e-2",
+                           "--crop", "32", "--crops-per-image", "2", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["last_mse"] < 0.7 * summary["first_mse"]
+    student = load_checkpoint(out)
+    assert student.provenance["distill_config"]["crop"] == 32
+    assert student.spec.resize_mode == "none"  # served exactly like its teacher, on whole images
+    r = Detector(student).score(tiny_dataset / "val" / "1_fake" / "1.png")
+    assert r.patch_map_shape == [30, 30]  # the whole 64-px image, not a crop
+
+
 def test_bias_report_flags_a_format_shortcut(tmp_path):
     from core.bias import bias_report, format_report
 

@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--crop", type=int, default=None,
+                   help="distil on random N×N crops instead of whole images (native-resolution teachers)")
+    p.add_argument("--crops-per-image", type=int, default=4)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -24,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt, history = distill(DistillConfig(teacher=args.teacher, data=args.data, out=args.out, epochs=args.epochs,
                                           batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                          progress=not args.no_progress, max_train_images=args.max_train_images))
+                                          progress=not args.no_progress, max_train_images=args.max_train_images,
+                                          crop=args.crop, crops_per_image=args.crops_per_image))
     print(json.dumps({"out": str(ckpt.path), "model_sha256": ckpt.sha256,
                       "first_mse": history[0]["train_mse"], "last_mse": history[-1]["train_mse"],
                       "val_ap": history[-1].get("val_ap")}))

@@ -155,3 +155,17 @@ def test_bias_report_cli_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert "file format" in data["warnings"] and data["counts"] == {"real": 4, "fake": 4}
+
+
+def test_zero_init_starts_blocks_as_identities_and_the_head_at_zero():
+    from core.models import Bottleneck, build_model, arch_record
+    from core.train import zero_init_
+
+    torch.manual_seed(0)
+    model = build_model(arch_record("ladeda9"), "NPR").eval()
+    zero_init_(model)
+    block = next(m for m in model.modules() if isinstance(m, Bottleneck) and m.downsample is None)
+    x = torch.rand(1, block.conv1.in_channels, 12, 12)  # post-ReLU activations are non-negative
+    y = block(x.clone())
+    assert torch.equal(y, x[..., : y.shape[-2], : y.shape[-1]])
+    assert torch.count_nonzero(model(torch.randn(1, 3, 40, 40))) == 0

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jpeg-aug", type=float, default=0.0, help="probability of JPEG re-encoding augmentation")
     p.add_argument("--blur-aug", type=float, default=0.0, help="probability of Gaussian blur augmentation")
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--zero-init", action="store_true",
+                   help="start residual blocks as identities and the head at 0 (faster start from scratch)")
     p.add_argument("--lr-patience", type=int, default=3)
     p.add_argument("--early-stop-patience", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, arch=args.arch, input_repr=args.input_repr, size=args.size,
         resize_mode=args.resize_mode, max_side=args.max_side, crop=args.crop, val_crop=args.val_crop, batch_size=args.batch_size,
         epochs=args.epochs or 30, steps=args.steps, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
-        warmup_steps=args.warmup_steps, jpeg_aug=args.jpeg_aug, blur_aug=args.blur_aug, flip=not args.no_flip,
+        warmup_steps=args.warmup_steps, jpeg_aug=args.jpeg_aug, blur_aug=args.blur_aug, flip=not args.no_flip, zero_init=args.zero_init,
         lr_patience=args.lr_patience, early_stop_patience=args.early_stop_patience, seed=args.seed,
         device=args.device, threads=args.threads, max_train_images=args.max_train_images,
         progress=not args.no_progress,

@@ -312,6 +312,8 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     active = reg.active()
     assert active.version is not None and active.version.id == "v0001"
     cal_version = active.version.calibration_version
+    assert active.version.tiers["source"] == "fitted"  # the untouched suggestion keeps its targets
+    assert active.version.tiers["targets"]["fpr"] is not None
     assert cal_version in at.caption[0].value  # the header now shows the new calibration
     # scoring again uses the new calibration
     at.switch_page("views/inspect.py")
@@ -446,6 +448,7 @@ def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
 
     reg = ModelRegistry(env / "models", base=tiny_model)
     assert reg.active().version is None and reg.version("v0001").tiers["real_below"] == pytest.approx(0.05)
+    assert reg.version("v0001").tiers["source"] == "manual"  # moved by hand
     at.selectbox(key="cal-pick").set_value("v0001")
     _ok(at.run())
     _button(at, "cal-activate").click()

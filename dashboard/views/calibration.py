@@ -118,9 +118,11 @@ if fit:
         try:
             suggested = T.tiers_from_targets(after, y_fit, calibration_version=record["version"])
             pair = (float(suggested["real_below"]), float(suggested["fake_at_or_above"]))
+            targets = (T.DEFAULT_TARGET_FPR, T.DEFAULT_TARGET_FNR)
         except Exception:  # noqa: BLE001 - a suggestion only
-            pair = (0.2, 0.8)
+            pair, targets = (0.2, 0.8), None
         st.session_state["cal-suggested"] = pair
+        st.session_state["cal-suggested-targets"] = targets
         st.session_state["cal-suggest-n"] = st.session_state.get("cal-suggest-n", 0) + 1
     t = st.columns([3, 1])
     with t[1]:
@@ -133,6 +135,7 @@ if fit:
                                    calibration_version=record["version"])
             if ok:
                 st.session_state["cal-suggested"] = (float(sug["real_below"]), float(sug["fake_at_or_above"]))
+                st.session_state["cal-suggested-targets"] = (st.session_state["cal-tfpr"], st.session_state["cal-tfnr"])
                 st.session_state["cal-suggest-n"] = st.session_state.get("cal-suggest-n", 0) + 1
 
         st.button("Suggest from targets", key="cal-suggest", on_click=_suggest)
@@ -156,7 +159,12 @@ if fit:
 
     def _save(activate: bool) -> None:
         def work():
-            tiers = T.manual_tiers(lo, hi, after, y_fit, calibration_version=record["version"])
+            targets = st.session_state.get("cal-suggested-targets")
+            untouched = (round(lo_s, 3), round(hi_s, 3)) == (round(lo, 3), round(hi, 3))
+            if targets and untouched:  # the suggestion as fitted (exact values and the targets it met)
+                tiers = T.tiers_from_targets(after, y_fit, *targets, calibration_version=record["version"])
+            else:  # moved by hand: say so
+                tiers = T.manual_tiers(lo, hi, after, y_fit, calibration_version=record["version"])
             return registry.save_version(calibration=record, tiers=tiers, created_by=who.name,
                                          note=st.session_state.get("cal-note") or "", activate=activate)
 

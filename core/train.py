@@ -11,6 +11,7 @@ validation, a checkpoint every epoch and exact resume.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ class TrainConfig:
     size: int = 256
     max_side: int | None = None  #: with resize_mode "none": cap the longer side
     crop: int = 64
+    crop_align: int = 1  #: crop corners on multiples of this (8 keeps LaDeDa9's and JPEG's 8-px phase)
     val_crop: int | None = None  #: validate on the central N×N region (cheap proxy at native resolution)
     batch_size: int = 32
     epochs: int = 30
@@ -61,6 +63,8 @@ class TrainConfig:
     flip: bool = True
     jpeg_aug: float = 0.0  #: probability of a random JPEG re-encode (off by default, as in the paper)
     blur_aug: float = 0.0  #: probability of a random Gaussian blur
+    patch_teacher: str | None = None  #: a fit-teacher file: its patch logits are regressed alongside the BCE
+    teacher_weight: float = 1.0  #: weight of the patch-map MSE next to the BCE
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -112,7 +116,7 @@ def _set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: list[CachedImage], spec: PreprocessSpec, crop: int,
-                          batches: int, batch_size: int, device: torch.device, seed: int) -> None:
+                          batches: int, batch_size: int, device: torch.device, seed: int, align: int = 1) -> None:
     """Re-estimate BN running statistics as a cumulative average over fresh training crops."""
     if batches <= 0:
         return
@@ -124,7 +128,7 @@ def recalibrate_batchnorm(model: nn.Module, images: list[CachedImage], spec: Pre
     model.train()
     for _ in range(batches):
         idx = rng.integers(0, len(images), size=batch_size)
-        x, _ = make_batch(images, idx, spec, crop, rng, flip=True)
+        x, _ = make_batch(images, idx, spec, crop, rng, flip=True, align=align)
         model(x.to(device))
     for m, mom in old.items():
         m.momentum = mom
@@ -134,7 +138,8 @@ def recalibrate_batchnorm(model: nn.Module, images: list[CachedImage], spec: Pre
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The central size×size region of an N×C×H×W tensor (the whole side where it is smaller)."""
     h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    # Corners on multiples of 8, so the crop keeps serving's 8-px (JPEG grid, patch stride) phase.
+    top, left = max(0, (h - size) // 16 * 8), max(0, (w - size) // 16 * 8)
     return x[..., top:top + min(size, h), left:left + min(size, w)]
 
 
@@ -210,6 +215,15 @@ def train(cfg: TrainConfig) -> Checkpoint:
     _set_bn_momentum(model, cfg.bn_momentum)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
+    teacher = None
+    if cfg.patch_teacher:
+        from .patch_teacher import PatchTeacher
+
+        teacher = PatchTeacher.load(cfg.patch_teacher)
+        if record.get("name") != "ladeda" or getattr(model.patch_geometry, "stride", None) != 8:
+            raise DetectorError("--patch-teacher needs a stride-8 LaDeDa (the teacher's 9×9 windows at stride 8)")
+        pix_mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        pix_std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(train_images) / cfg.batch_size))
     total_epochs = math.ceil(cfg.steps / steps_per_epoch) if cfg.steps else cfg.epochs
@@ -249,9 +263,13 @@ def train(cfg: TrainConfig) -> Checkpoint:
                 g["lr"] = lr * warm
             idx = rng.integers(0, len(train_images), size=cfg.batch_size)
             x, y = make_batch(train_images, idx, spec, cfg.crop, rng, flip=cfg.flip,
-                              jpeg_prob=cfg.jpeg_aug, blur_prob=cfg.blur_aug)
-            logits = model(x.to(device)).mean(dim=(1, 2, 3))
+                              jpeg_prob=cfg.jpeg_aug, blur_prob=cfg.blur_aug, align=cfg.crop_align)
+            maps = model(x.to(device))
+            logits = maps.mean(dim=(1, 2, 3))
             loss = loss_fn(logits, y.to(device))
+            if teacher is not None:  # dense target: the teacher's logit for every patch
+                target = teacher.patch_logits(x * pix_std + pix_mean).to(device)
+                loss = loss + cfg.teacher_weight * nn.functional.mse_loss(maps, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -259,7 +277,7 @@ def train(cfg: TrainConfig) -> Checkpoint:
             running.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}", lr=f"{lr * warm:.1e}")
         recalibrate_batchnorm(model, train_images, spec, cfg.crop, cfg.bn_recalibration_batches, cfg.batch_size,
-                              device, seed=cfg.seed + epoch)
+                              device, seed=cfg.seed + epoch, align=cfg.crop_align)
         metrics = validate(model, val_images, spec, device, cfg.val_crop) if val_images else {}
         entry = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(running)) if running else None,
                  "lr": lr, "elapsed_s": round(elapsed_before + time.time() - t_start, 1), **metrics}
@@ -323,6 +341,14 @@ def data_manifest_sha256(root: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _write_checkpoint(cfg: TrainConfig, spec: PreprocessSpec, record: dict, state: dict, history: list,
                       best_ap: float, elapsed: float) -> None:
     cfg_dict = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
@@ -341,6 +367,7 @@ def _write_checkpoint(cfg: TrainConfig, spec: PreprocessSpec, record: dict, stat
             "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available()
             else torch.cuda.get_device_name(0),
             "torch": torch.__version__,
+            **({"patch_teacher_sha256": _file_sha256(cfg.patch_teacher)} if cfg.patch_teacher else {}),
         },
     )
     ckpt.save(cfg.out)

@@ -60,26 +60,30 @@ def _augment(pixels: np.ndarray, rng: np.random.Generator, jpeg_prob: float, blu
     return np.asarray(img)
 
 
-def random_crop(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A size×size crop; images smaller than ``size`` are reflect-padded first."""
+def random_crop(pixels: np.ndarray, size: int, rng: np.random.Generator, align: int = 1) -> np.ndarray:
+    """A size×size crop; images smaller than ``size`` are reflect-padded first.
+
+    ``align`` > 1 puts the crop's corner on multiples of ``align`` pixels, so the
+    crop keeps the phase that serving sees (the 8-px JPEG grid, NPR's 2×2 cells).
+    """
     h, w = pixels.shape[:2]
     if h < size or w < size:
         pixels = np.pad(pixels, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
         h, w = pixels.shape[:2]
-    y = int(rng.integers(0, h - size + 1))
-    x = int(rng.integers(0, w - size + 1))
+    y = int(rng.integers(0, (h - size) // align + 1)) * align
+    x = int(rng.integers(0, (w - size) // align + 1)) * align
     return pixels[y:y + size, x:x + size]
 
 
 def make_batch(images: list[CachedImage], indices: np.ndarray, spec: PreprocessSpec, crop: int,
                rng: np.random.Generator, *, flip: bool = True, jpeg_prob: float = 0.0,
-               blur_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               blur_prob: float = 0.0, align: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(N×3×crop×crop normalised tensor, N labels as float)."""
     xs, ys = [], []
     for i in indices:
         im = images[int(i)]
         px = _augment(im.pixels, rng, jpeg_prob, blur_prob)
-        px = random_crop(px, crop, rng)
+        px = random_crop(px, crop, rng, align)
         if flip and rng.random() < 0.5:
             px = px[:, ::-1]
         xs.append(normalise(np.ascontiguousarray(px), spec))

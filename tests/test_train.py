@@ -91,13 +91,24 @@ def test_train_cli_native_resolution_with_cheap_validation(tmp_path, tiny_datase
     assert r.patch_map_shape == [5, 5]
 
 
-def test_center_crop_takes_the_middle_and_keeps_short_sides():
+def test_center_crop_takes_the_middle_on_the_8px_grid_and_keeps_short_sides():
     from core.train import center_crop
 
-    x = torch.arange(6 * 10, dtype=torch.float32).view(1, 1, 6, 10)
-    c = center_crop(x, 4)
-    assert c.shape == (1, 1, 4, 4) and torch.equal(c, x[..., 1:5, 3:7])
-    assert center_crop(x, 8).shape == (1, 1, 6, 8)
+    x = torch.arange(40 * 60, dtype=torch.float32).view(1, 1, 40, 60)
+    c = center_crop(x, 16)  # the exact centre starts at (12, 22); the 8-px grid puts it at (8, 16)
+    assert c.shape == (1, 1, 16, 16) and torch.equal(c, x[..., 8:24, 16:32])
+    assert center_crop(x[..., :6, :], 8).shape == (1, 1, 6, 8)
+
+
+def test_aligned_random_crops_start_on_the_grid():
+    from core.training_data import random_crop
+
+    rng = np.random.default_rng(0)
+    px = np.arange(100 * 90 * 3, dtype=np.int64).reshape(100, 90, 3)
+    for _ in range(20):
+        c = random_crop(px, 32, rng, align=8)
+        y, x = divmod(int(c[0, 0, 0]) // 3, 90)
+        assert c.shape == (32, 32, 3) and y % 8 == 0 and x % 8 == 0
 
 
 def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):

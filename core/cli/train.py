@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=None,
                    help="with --resize-mode none: downscale images whose longer side exceeds this")
     p.add_argument("--crop", type=int, default=64, help="random crop size for training batches")
+    p.add_argument("--crop-align", type=int, default=1,
+                   help="put crop corners on multiples of N pixels (8 keeps the JPEG grid and patch-stride phase)")
+    p.add_argument("--patch-teacher", default=None,
+                   help="a fit-teacher file: also regress its patch logits (MSE), a dense target that speeds learning")
+    p.add_argument("--teacher-weight", type=float, default=1.0, help="weight of the patch-teacher MSE")
     p.add_argument("--val-crop", type=int, default=None,
                    help="validate on the central N×N region instead of whole images (cheap at native resolution)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(bias_report(Path(args.data) / "train")), flush=True)
     cfg = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, input_repr=args.input_repr, size=args.size,
-        resize_mode=args.resize_mode, max_side=args.max_side, crop=args.crop, val_crop=args.val_crop, batch_size=args.batch_size,
+        resize_mode=args.resize_mode, max_side=args.max_side, crop=args.crop, crop_align=args.crop_align,
+        val_crop=args.val_crop, patch_teacher=args.patch_teacher, teacher_weight=args.teacher_weight, batch_size=args.batch_size,
         epochs=args.epochs or 30, steps=args.steps, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
         warmup_steps=args.warmup_steps, jpeg_aug=args.jpeg_aug, blur_aug=args.blur_aug, flip=not args.no_flip, zero_init=args.zero_init,
         lr_patience=args.lr_patience, early_stop_patience=args.early_stop_patience, seed=args.seed,

@@ -75,7 +75,8 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
     crop_rng = np.random.default_rng(cfg.seed + 1)
     for im in tqdm(train_images, desc="teacher maps", disable=not cfg.progress, leave=False):
         if cfg.crop:
-            regions = [normalise(np.ascontiguousarray(random_crop(im.pixels, cfg.crop, crop_rng)), spec)
+            # Crop corners on the teacher's stride keep the phase serving sees (JPEG grid, patch grid).
+            regions = [normalise(np.ascontiguousarray(random_crop(im.pixels, cfg.crop, crop_rng, t_stride)), spec)
                        for _ in range(cfg.crops_per_image)]
         else:
             regions = [full_tensor(im, spec)]

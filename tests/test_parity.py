@@ -14,8 +14,16 @@ pytestmark = needs_shared
 
 
 def _close(actual, expected, rel=1e-4, abs_=1e-3):
+    """Elementwise closeness, with a floor at float32 rounding of the map's scale.
+
+    A patch computed as a sum of terms of size ``max|expected|`` carries float32
+    rounding of that size whatever its own value (CPU kernels differ in summation
+    order between machines), so the absolute floor is 1e-6 of the map's scale:
+    about eight float32 ulps, far below any real mismatch.
+    """
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    ok = np.abs(actual - expected) <= np.maximum(abs_, rel * np.abs(expected))
+    floor = max(abs_, 1e-6 * np.abs(expected).max())
+    ok = np.abs(actual - expected) <= np.maximum(floor, rel * np.abs(expected))
     assert ok.all(), f"max abs diff {np.abs(actual - expected).max()}"
 
 
@@ -37,7 +45,7 @@ def test_official_tiny_checkpoints_reproduce_official_outputs(tmp_path, parity_e
         expected = parity_expected[f"tiny_{which}_patch"][i, 0]
         if fast and which == "ForenSynth":
             # Patch logits reach 1e5 here; BN folding reorders float sums, so
-            # compare against the map's scale (the eager run is checked exactly).
+            # compare against the map's scale (the eager run is checked to 1e-6 of it).
             assert np.abs(r.patch_logits - expected).max() <= 1e-5 * np.abs(expected).max()
         else:
             _close(r.patch_logits, expected)

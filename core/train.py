@@ -74,8 +74,12 @@ class TrainConfig:
 
     def spec(self) -> PreprocessSpec:
         size = (self.size, self.size)
+        geometry = (f"native resolution (longest side ≤ {self.max_side} px)" if self.resize_mode == "none"
+                    else f"resize ({self.resize_mode}) to {self.size} px")
+        aligned = f" on the {self.crop_align}-px grid" if self.crop_align > 1 else ""
         return PreprocessSpec(input_representation=self.input_repr, resize_mode=self.resize_mode, size=size,
-                              max_side=self.max_side, notes=f"training: resize then random {self.crop}px crops")
+                              max_side=self.max_side,
+                              notes=f"training: {geometry}, then random {self.crop}px crops{aligned}")
 
 
 def zero_init_(model: nn.Module) -> None:

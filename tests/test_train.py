@@ -86,6 +86,7 @@ def test_train_cli_native_resolution_with_cheap_validation(tmp_path, tiny_datase
     assert proc.returncode == 0, proc.stderr[-2000:]
     ckpt = load_checkpoint(out)
     assert ckpt.spec.resize_mode == "none" and ckpt.spec.max_side == 48
+    assert "native resolution" in ckpt.spec.notes and "resize" not in ckpt.spec.notes  # the card tells the truth
     assert ckpt.provenance["training_config"]["val_crop"] == 40
     r = Detector(ckpt).score(tiny_dataset / "val" / "1_fake" / "0.png")  # 64 px → 48 px → 5×5 patches
     assert r.patch_map_shape == [5, 5]

@@ -7,8 +7,9 @@ modules import theirs from here). Rules, in order:
    p < real_below → ``real``; p ≥ fake_at_or_above → ``fake``; else ``review``.
    A model without (valid) calibrated tiers uses ``DEFAULT_TIERS`` and says so.
 2. Low quality — no sharp detail anywhere (blur < ``BLUR_THRESHOLD``), a JPEG
-   below quality ``LOW_JPEG_QUALITY``, or a shorter side below
-   ``UPSCALE_FRACTION`` of the model input — is never ``fake`` *and* never
+   below quality ``LOW_JPEG_QUALITY``, a shorter side below
+   ``UPSCALE_FRACTION`` of the model input, or a shorter side below
+   ``MIN_IMAGE_SIDE`` pixels whatever the model input — is never ``fake`` *and* never
    ``real``. Compression, blur and upscaling erase the local traces the model
    reads: a "fake" call on such an image is likely an artefact of the damage,
    and a "real" call is exactly how a degraded fake slips through (the missing
@@ -48,6 +49,12 @@ BLUR_THRESHOLD = 20.0
 LOW_JPEG_QUALITY = 40
 #: Image shorter side / model input side below which the model mostly sees interpolation.
 UPSCALE_FRACTION = 0.5
+#: Shorter side (px) below which an image is too small to judge whatever the model's input size:
+#: a thumbnail has been downscaled (the pixel-level traces a 9×9 detector reads are averaged
+#: away) and gives too few patches for a stable mean. Native-resolution models never upscale,
+#: so this is their resolution rule; 128 = UPSCALE_FRACTION × the official 256 input, so both
+#: rules agree for the official protocol.
+MIN_IMAGE_SIDE = 128
 #: Faces smaller than this (shorter side, original pixels) are shown but do not move the tier:
 #: their crop is mostly interpolation once resized to the model input.
 FACE_MIN_SIDE = 32
@@ -109,6 +116,9 @@ def _quality_problems(report: "GuardrailReport") -> list[str]:
                             f"{q.model_input[1]}×{q.model_input[0]}")
         else:
             problems.append(f"tiny image ({q.width}×{q.height})")
+    elif q.too_small:
+        problems.append(f"tiny image ({q.width}×{q.height}, shorter side below {MIN_IMAGE_SIDE} px: "
+                        "a thumbnail keeps too few original pixels for the local traces the model reads)")
     return problems
 
 

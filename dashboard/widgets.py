@@ -252,7 +252,9 @@ def guardrail_panel(ev: Evidence) -> None:
                                        if q.jpeg_quality is not None else "not a JPEG"),
                  f"- Resolution: **{q.width}×{q.height}**"
                  + (f" (model input {q.model_input[1]}×{q.model_input[0]})" if q.model_input else "")
-                 + (" — upscaled for the model" if q.upscaled else "") + flag(q.heavily_upscaled)]
+                 + (" — upscaled for the model" if q.upscaled else "")
+                 + (" — too small to judge" if q.too_small and not q.heavily_upscaled else "")
+                 + flag(q.heavily_upscaled or q.too_small)]
         lines += [f"- Screenshot hint: {h}" for h in q.screenshot_hints]
         st.markdown("\n".join(lines))
         st.markdown("**Metadata evidence**")

@@ -49,6 +49,15 @@ def test_64x64_image_is_flagged_as_upscaled():
     assert report.quality.upscaled and report.quality.heavily_upscaled and report.quality.low_quality
 
 
+def test_64x64_image_is_too_small_without_a_model_input():
+    # A native-resolution model never upscales; the image is still too small to judge.
+    q = run_guardrails(decode_image(encode(make_photo(64, 64), "PNG"))).quality
+    assert not q.upscaled and not q.heavily_upscaled
+    assert q.too_small and q.low_quality and q.to_json()["too_small"] is True
+    big = run_guardrails(decode_image(encode(make_photo(200, 130), "PNG"))).quality
+    assert not big.too_small and not big.low_quality
+
+
 def test_png_parameters_chunk_is_generator_evidence():
     info = PngInfo()
     info.add_text("parameters", "a cat in a hat, Steps: 30, Sampler: Euler a, Model: sdxl_base")

@@ -38,6 +38,15 @@ def test_low_quality_is_never_clearly_fake_nor_clearly_real():
         assert any("Low quality" in r for r in fake.reasons)
 
 
+def test_thumbnail_for_a_native_resolution_model_goes_to_review():
+    small = report(size=(64, 64))
+    small.quality.model_input, small.quality.upscaled, small.quality.heavily_upscaled = None, False, False
+    small.quality.too_small = True
+    for p in (0.02, 0.98):
+        d = decide(p, TIERS, small)
+        assert d.tier == "review" and any("tiny image (64×64, shorter side below 128 px" in r for r in d.reasons)
+
+
 def test_one_fake_face_sends_a_real_looking_image_to_review():
     faces = [Face((0, 0, 50, 50), 0.9, score=0.1), Face((60, 0, 110, 50), 0.8, score=0.93)]
     d = decide(0.1, TIERS, report(faces=faces))

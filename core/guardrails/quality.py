@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..policy import BLUR_THRESHOLD, LOW_JPEG_QUALITY, UPSCALE_FRACTION
+from ..policy import BLUR_THRESHOLD, LOW_JPEG_QUALITY, MIN_IMAGE_SIDE, UPSCALE_FRACTION
 
-__all__ = ["BLUR_THRESHOLD", "LOW_JPEG_QUALITY", "UPSCALE_FRACTION", "QualityReport", "assess_quality",
+__all__ = ["BLUR_THRESHOLD", "LOW_JPEG_QUALITY", "MIN_IMAGE_SIDE", "UPSCALE_FRACTION", "QualityReport", "assess_quality",
            "blur_value", "blur_values", "estimate_jpeg_quality", "jpeg_tables_info"]
 
 #: Blur is measured on a grey copy whose longer side is scaled down to this many pixels, so the
@@ -136,10 +136,11 @@ class QualityReport:
     blur_whole: float | None = None  #: whole-image Laplacian variance (texture amount; not used by the policy)
     jpeg_standard_tables: bool = False  #: tables are exactly libjpeg's (the estimate is exact)
     jpeg_subsampling: str | None = None
+    too_small: bool = False  #: shorter side below MIN_IMAGE_SIDE, whatever the model input
 
     @property
     def low_quality(self) -> bool:
-        return self.blurry or self.low_jpeg_quality or self.heavily_upscaled
+        return self.blurry or self.low_jpeg_quality or self.heavily_upscaled or self.too_small
 
     @property
     def resolution_ratio(self) -> float | None:
@@ -164,6 +165,7 @@ class QualityReport:
             "model_input": list(self.model_input) if self.model_input else None,
             "resolution_ratio": None if ratio is None else round(ratio, 4),
             "upscaled": self.upscaled, "heavily_upscaled": self.heavily_upscaled,
+            "too_small": self.too_small, "min_image_side": MIN_IMAGE_SIDE,
             "screenshot_hints": self.screenshot_hints, "likely_screenshot": self.likely_screenshot,
             "low_quality": self.low_quality,
         }
@@ -211,4 +213,5 @@ def assess_quality(container: Image.Image, image: Image.Image, model_input_size:
         model_input=tuple(model_input_size) if model_input_size else None, upscaled=upscaled,
         heavily_upscaled=heavily, screenshot_hints=_screenshot_hints(container, image, has_camera),
         blur_whole=whole, jpeg_standard_tables=exact, jpeg_subsampling=sampling,
+        too_small=min(w, h) < MIN_IMAGE_SIDE,
     )

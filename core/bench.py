@@ -1,9 +1,11 @@
 """Latency benchmark: ``python -m core.bench [--repeats N] [--image PATH]``.
 
-Prints, for LaDeDa9 and Tiny-LaDeDa at 256×256 on this CPU, the median
-latency of decode+preprocess, of the serving forward with the patch map, of
-the whole ``Detector.score`` call, and of the plain eager float32 forward the
-official code runs, with the speed-up and the largest logit difference.
+Prints, for LaDeDa9 and Tiny-LaDeDa on this CPU, at the input size each
+checkpoint's own preprocessing gives (256×256 for the official protocol, the
+native size capped at 768 px for the bundled models), the median latency of
+decode+preprocess, of the serving forward with the patch map, of the whole
+``Detector.score`` call, and of the plain eager float32 forward the official
+code runs, with the speed-up and the largest logit difference.
 Figures, never assertions: run it on a quiet machine.
 """
 from __future__ import annotations
@@ -100,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"threads={torch.get_num_threads()}  repeats={args.repeats}  (medians, ms)")
-    head = f"{'model':12s} {'decode+prep':>11s} {'forward':>9s} {'whole':>9s} {'eager fp32':>10s} {'speed-up':>8s} {'max|dlogit|':>11s}"
+    head = f"{'model':12s} {'input':>9s} {'decode+prep':>11s} {'forward':>9s} {'whole':>9s} {'eager fp32':>10s} {'speed-up':>8s} {'max|dlogit|':>11s}"
     print(head)
     for r in rows:
-        print(f"{r['model']:12s} {r['decode_preprocess_ms']:11.2f} {r['forward_patch_map_ms']:9.2f} "
+        size = "x".join(str(v) for v in r["input"])
+        print(f"{r['model']:12s} {size:>9s} {r['decode_preprocess_ms']:11.2f} {r['forward_patch_map_ms']:9.2f} "
               f"{r['whole_call_ms']:9.2f} {r['eager_fp32_forward_ms']:10.2f} {r['speedup_vs_eager']:7.2f}x "
               f"{r['max_abs_patch_logit_diff']:11.2e}")
     return 0

@@ -23,7 +23,10 @@ def test_bundled_checkpoint_is_complete(path, label, dtype):
     assert ckpt.tiers["calibration_version"] == ckpt.calibration_version
     prov = ckpt.provenance
     assert len(prov["training_data_manifest_sha256"]) == 64 and prov["created_at"]
-    assert ckpt.spec.size == (256, 256) and ckpt.spec.resize_mode == "stretch"
+    # serving reads the spec the model was trained with (the Tiny inherits its teacher's)
+    cfg = prov.get("training_config") or load_checkpoint(DEFAULT_MODEL).provenance["training_config"]
+    assert ckpt.spec.resize_mode == cfg["resize_mode"] and ckpt.spec.input_representation in ("NPR", "right_diag")
+    assert ckpt.spec.max_side == cfg["max_side"] and ckpt.spec.size == (cfg["size"], cfg["size"])
 
 
 def test_default_model_is_the_bundled_ladeda9(monkeypatch):
@@ -40,3 +43,15 @@ def test_bundled_models_score_images(path):
         r = det.score(src)
         assert r.calibrated and 0.0 <= r.probability <= 1.0 and np.isfinite(r.logit)
         assert r.logit == pytest.approx(float(r.patch_logits.astype(np.float64).mean()), abs=1e-6)
+
+
+def test_bundled_model_sends_a_thumbnail_to_review():
+    # The bundled models serve native resolution, so nothing is upscaled; a 64-px thumbnail
+    # (the corpus's stress group, which the model calls fake with high confidence) must
+    # still never get a clear verdict.
+    from core.analysis import analyse
+
+    a = analyse(Detector.load(DEFAULT_MODEL), encode(make_photo(64, 64), "JPEG", quality=95))
+    assert a.score.image["model_input"] == [64, 64]
+    assert a.guardrails.quality.too_small and a.decision.tier == "review"
+    assert any("tiny image (64×64" in r for r in a.decision.reasons)

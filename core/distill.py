@@ -53,6 +53,14 @@ def align_student(student_map: torch.Tensor, teacher_hw: tuple[int, int], factor
     return student_map[..., : th * factor : factor, : tw * factor : factor][..., :th, :tw]
 
 
+def _distill_notes(spec, cfg: DistillConfig, t_stride: int) -> str:
+    """What the student saw in training, for people reading its preprocessing (not the teacher's note)."""
+    geometry = spec.summary().split(",")[0]
+    regions = (f"{cfg.crops_per_image} random {cfg.crop}px crops per image on the teacher's {t_stride}-px grid"
+               if cfg.crop else "whole images")
+    return f"distillation: {geometry}, then {regions}, with their mirrors"
+
+
 def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
     set_seed(cfg.seed)
     teacher_ckpt = load_checkpoint(cfg.teacher)
@@ -129,7 +137,8 @@ def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:
     student.eval()
     ckpt = Checkpoint(
         arch=arch_record("tiny"),
-        spec=replace(spec, input_representation=student.representation.name),
+        spec=replace(spec, input_representation=student.representation.name,
+                     notes=_distill_notes(spec, cfg, t_stride)),
         state_dict={k: v.detach().clone() for k, v in student.state_dict().items()},
         provenance={
             "source": "distilled",

@@ -123,6 +123,7 @@ def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
     assert history[-1]["train_mse"] < 0.7 * history[0]["train_mse"]
     assert student.label == "Tiny-LaDeDa" and student.spec.input_representation == "right_diag"
     assert student.spec.size == load_checkpoint(teacher).spec.size
+    assert student.spec.notes.startswith("distillation: resize to 64x64") and "whole images" in student.spec.notes
     r = Detector(student).score(tiny_dataset / "val" / "0_real" / "0.png")
     assert r.logit == pytest.approx(float(r.patch_logits.astype(np.float64).mean()))
 
@@ -143,6 +144,7 @@ def test_distillation_on_random_crops_through_the_cli(tmp_path, tiny_dataset):
     student = load_checkpoint(out)
     assert student.provenance["distill_config"]["crop"] == 32
     assert student.spec.resize_mode == "none"  # served exactly like its teacher, on whole images
+    assert "2 random 32px crops per image on the teacher's 8-px grid" in student.spec.notes  # its own recipe
     r = Detector(student).score(tiny_dataset / "val" / "1_fake" / "1.png")
     assert r.patch_map_shape == [30, 30]  # the whole 64-px image, not a crop
 

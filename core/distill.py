@@ -27,7 +27,7 @@ from .errors import DetectorError
 from .models import arch_record, build_model
 from .serving import ServingModel
 from .train import data_manifest_sha256, set_seed, validate
-from .preprocess import normalise
+from .preprocess import PreprocessSpec, normalise
 from .training_data import full_tensor, load_cached, random_crop
 
 
@@ -53,12 +53,11 @@ def align_student(student_map: torch.Tensor, teacher_hw: tuple[int, int], factor
     return student_map[..., : th * factor : factor, : tw * factor : factor][..., :th, :tw]
 
 
-def _distill_notes(spec, cfg: DistillConfig, t_stride: int) -> str:
+def _distill_notes(spec: PreprocessSpec, cfg: DistillConfig, t_stride: int) -> str:
     """What the student saw in training, for people reading its preprocessing (not the teacher's note)."""
-    geometry = spec.summary().split(",")[0]
     regions = (f"{cfg.crops_per_image} random {cfg.crop}px crops per image on the teacher's {t_stride}-px grid"
                if cfg.crop else "whole images")
-    return f"distillation: {geometry}, then {regions}, with their mirrors"
+    return f"distillation: {spec.geometry()}, then {regions}, with their mirrors"
 
 
 def distill(cfg: DistillConfig) -> tuple[Checkpoint, list[dict]]:

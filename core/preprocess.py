@@ -120,16 +120,18 @@ class PreprocessSpec:
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def geometry(self) -> str:
+        """The resize step in words, e.g. 'resize to 256x256 (bilinear)' or 'native resolution (max side 768)'."""
+        if self.resize_mode == "stretch":
+            return f"resize to {self.size[0]}x{self.size[1]} ({self.interpolation})"
+        if self.resize_mode == "shorter_side":
+            return f"shorter side to {self.size[0]} ({self.interpolation})"
+        return "native resolution" + (f" (max side {self.max_side})" if self.max_side else "")
+
     def summary(self) -> str:
         """One line for people: what the model is fed."""
-        if self.resize_mode == "stretch":
-            geo = f"resize to {self.size[0]}x{self.size[1]} ({self.interpolation})"
-        elif self.resize_mode == "shorter_side":
-            geo = f"shorter side to {self.size[0]} ({self.interpolation})"
-        else:
-            geo = "native resolution" + (f" (max side {self.max_side})" if self.max_side else "")
         return (
-            f"{geo}, {self.colour_order}, EXIF {self.exif_policy}, "
+            f"{self.geometry()}, {self.colour_order}, EXIF {self.exif_policy}, "
             f"mean/std normalised, representation {self.input_representation}"
         )
 

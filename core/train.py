@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +73,10 @@ class TrainConfig:
     notes: list[str] = field(default_factory=list)
 
     def spec(self) -> PreprocessSpec:
-        size = (self.size, self.size)
-        geometry = (f"native resolution (longest side ≤ {self.max_side} px)" if self.resize_mode == "none"
-                    else f"resize ({self.resize_mode}) to {self.size} px")
+        spec = PreprocessSpec(input_representation=self.input_repr, resize_mode=self.resize_mode,
+                              size=(self.size, self.size), max_side=self.max_side)
         aligned = f" on the {self.crop_align}-px grid" if self.crop_align > 1 else ""
-        return PreprocessSpec(input_representation=self.input_repr, resize_mode=self.resize_mode, size=size,
-                              max_side=self.max_side,
-                              notes=f"training: {geometry}, then random {self.crop}px crops{aligned}")
+        return replace(spec, notes=f"training: {spec.geometry()}, then random {self.crop}px crops{aligned}")
 
 
 def zero_init_(model: nn.Module) -> None:

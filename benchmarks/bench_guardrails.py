@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.guardrails import run_guardrails  # noqa: E402
-from core.guardrails.faces import detect_faces  # noqa: E402
+from core.scoring.guardrails import run_guardrails  # noqa: E402
+from core.scoring.guardrails.faces import detect_faces  # noqa: E402
 from core.imageio import decode_image  # noqa: E402
 from core.paths import SHARED_DIR  # noqa: E402
-from core.policy import decide  # noqa: E402
+from core.scoring.policy import decide  # noqa: E402
 
 FACE_SOURCES = ("faces-ffhq-vs-stylegan2", "faces-experiment")
 
@@ -59,7 +59,7 @@ def bench_faces(corpus: Path) -> int:
 
 
 def bench_policy(corpus: Path, model: str | None, split: str, jsonl: str | None) -> int:
-    from core.detector import Detector
+    from core.scoring.detector import Detector
 
     det = Detector.load(model)
     tiers = det.checkpoint.tiers

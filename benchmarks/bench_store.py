@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.store import ReviewStore  # noqa: E402
+from core.review.store import ReviewStore  # noqa: E402
 
 
 def _populate(store: ReviewStore, n: int, big: int, big_bytes: int, chunk: int = 5000) -> list[str]:

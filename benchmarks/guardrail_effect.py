@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.analysis import analyse  # noqa: E402
-from core.datasets import list_images  # noqa: E402
-from core.detector import Detector  # noqa: E402
+from core.scoring.analysis import analyse  # noqa: E402
+from core.training.datasets import list_images  # noqa: E402
+from core.scoring.detector import Detector  # noqa: E402
 
 
 def main() -> int:

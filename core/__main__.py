@@ -11,8 +11,8 @@ import importlib
 import pkgutil
 import sys
 
-from . import cli as _cli_pkg
-from .errors import DetectorError
+from core import cli as _cli_pkg
+from core.errors import DetectorError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError, ImageTooLargeError, TruncatedImageError, UnsupportedImageError
+from core.errors import ImageDecodeError, ImageTooLargeError, TruncatedImageError, UnsupportedImageError
 
 #: Default pixel limit (width x height); 80 MP covers any real camera.
 DEFAULT_MAX_PIXELS = 80_000_000

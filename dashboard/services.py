@@ -3,7 +3,7 @@ registry, the reviewer's identity and friendly error handling.
 
 Heavy objects are Streamlit resources (one per process): the detector is
 loaded once per checkpoint, and a calibrated version of the same weights
-reuses the already-built network (``core.model_registry.rebind``), so
+reuses the already-built network (``core.model.registry.rebind``), so
 activating a new calibration does not re-trace the model.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def exports_dir() -> Path:
 # ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _store(db_path: str):
-    from core.store import ReviewStore
+    from core.review.store import ReviewStore
 
     return ReviewStore(db_path)
 
@@ -112,7 +112,7 @@ def store():
 
 
 def registry():
-    from core.model_registry import ModelRegistry
+    from core.model.registry import ModelRegistry
 
     return ModelRegistry(data_dir() / "models")
 
@@ -123,7 +123,7 @@ def registry():
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _engine(weights_key: str, path: str):
     """One built (and traced) network per set of weights, warmed up so the first upload is not slower."""
-    from core.detector import Detector
+    from core.scoring.detector import Detector
 
     det = Detector.load(path)
     _warm_up(det)
@@ -137,14 +137,14 @@ def _warm_up(det: Any) -> None:
     import numpy as np
     from PIL import Image
 
-    from core import explain
+    from core.scoring import explain
 
     try:
         rng = np.random.default_rng(0)
         img = Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), "RGB")
         buf = io.BytesIO()
         img.save(buf, "PNG")
-        from core.analysis import analyse
+        from core.scoring.analysis import analyse
 
         analyse(det, buf.getvalue(), name="warm-up")
         explain.warm_up(det.model)
@@ -154,8 +154,8 @@ def _warm_up(det: Any) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _detector(path: str, sha256: str):
-    from core.checkpoint import load_checkpoint
-    from core.model_registry import rebind, weights_key
+    from core.model.checkpoint import load_checkpoint
+    from core.model.registry import rebind, weights_key
 
     ckpt = load_checkpoint(path)
     engine = _engine(weights_key(ckpt), path)
@@ -171,7 +171,7 @@ class ActiveDetector:
 
 def active_detector() -> ActiveDetector | None:
     """The detector serving now (the registry's active version or the base); None after showing why not."""
-    from core.model_registry import cached_sha256
+    from core.model.registry import cached_sha256
 
     try:
         active = registry().active()
@@ -290,7 +290,7 @@ def require_identity() -> Identity | None:
 # ---------------------------------------------------------------------------
 def record_analysis(store: Any, analysis: Any, data: bytes, name: str, who: Identity | None) -> None:
     """Store the upload and append its scoring (tier, reasons, guardrails) to the score log,
-    exactly as the command line does (``core.analysis.record_analysis``); review-tier items get queued."""
-    from core.analysis import record_analysis as _record
+    exactly as the command line does (``core.scoring.analysis.record_analysis``); review-tier items get queued."""
+    from core.scoring.analysis import record_analysis as _record
 
     _record(store, analysis, name=name, uploader=who.name if who else None)

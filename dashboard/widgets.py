@@ -1,6 +1,6 @@
 """Rendering shared by the pages: header, model panel, verdict card, the
 evidence panel (heatmap, GradCAM, top patches, poolings, guardrails, timings)
-and the labelling controls. Pixels come from :mod:`core.explain`.
+and the labelling controls. Pixels come from :mod:`core.scoring.explain`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from core import explain
+from core.scoring import explain
 from dashboard import services
 
 TIER_STYLE = {
@@ -67,7 +67,7 @@ def header(active: services.ActiveDetector | None, who: services.Identity | None
 class Evidence:
     """One analysed image and the explanations computed for it so far."""
 
-    analysis: Any  #: core.analysis.Analysis
+    analysis: Any  #: core.scoring.analysis.Analysis
     model_sha256: str
     name: str
     data_sha256: str
@@ -98,12 +98,12 @@ def remember(ev: Evidence) -> Evidence:
 
 
 def analyse(detector: Any, data: bytes, name: str, data_sha256: str) -> Evidence:
-    """Run (or reuse) ``core.analysis.analyse`` on these bytes with this detector."""
+    """Run (or reuse) ``core.scoring.analysis.analyse`` on these bytes with this detector."""
     model_sha = detector.checkpoint.sha256 or ""
     ev = cached_evidence(data_sha256, model_sha)
     if ev is not None:
         return ev
-    from core.analysis import analyse as _analyse
+    from core.scoring.analysis import analyse as _analyse
 
     t0 = time.perf_counter()
     analysis = _analyse(detector, data, name=name)
@@ -218,7 +218,7 @@ def poolings_panel(ev: Evidence) -> None:
 
 
 def guardrail_panel(ev: Evidence) -> None:
-    """Faces with their own scores, image quality and metadata evidence (``core.guardrails``)."""
+    """Faces with their own scores, image quality and metadata evidence (``core.scoring.guardrails``)."""
     report = getattr(ev.analysis, "guardrails", None)
     if report is None:
         st.caption("Guardrails were not run.")

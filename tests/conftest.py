@@ -35,7 +35,7 @@ def official_tiny_wildrf(tmp_path_factory) -> Path:
     src = REFERENCE / "official-tiny-ladeda" / "WildRF_Tiny_LaDeDa.pth"
     if not src.exists():
         pytest.skip(f"{src} not found")
-    from core.checkpoint import import_official
+    from core.model.checkpoint import import_official
 
     out = tmp_path_factory.mktemp("official") / "tiny_wildrf.pt"
     import_official("tiny", src, out)
@@ -49,9 +49,9 @@ def save_random_tiny(path: Path, *, seed: int = 0, dtype: str = "float32", **fie
     """
     import torch
 
-    from core.checkpoint import Checkpoint
-    from core.models import arch_record, build_model
-    from core.preprocess import official_spec
+    from core.model.checkpoint import Checkpoint
+    from core.model.models import arch_record, build_model
+    from core.model.preprocess import official_spec
 
     torch.manual_seed(seed)
     model = build_model("tiny", "right_diag")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.detector import Detector
+from core.model.checkpoint import load_checkpoint
+from core.scoring.detector import Detector
 from core.paths import DEFAULT_MODEL, DEFAULT_TINY_MODEL, default_model_path
 
 from .conftest import PARITY, encode, make_photo
@@ -49,7 +49,7 @@ def test_bundled_model_sends_a_thumbnail_to_review():
     # The bundled models serve native resolution, so nothing is upscaled; a 64-px thumbnail
     # (the corpus's stress group, which the model calls fake with high confidence) must
     # still never get a clear verdict.
-    from core.analysis import analyse
+    from core.scoring.analysis import analyse
 
     a = analyse(Detector.load(DEFAULT_MODEL), encode(make_photo(64, 64), "JPEG", quality=95))
     assert a.score.image["model_input"] == [64, 64]

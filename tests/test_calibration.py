@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from core import calibration as C
-from core.checkpoint import Checkpoint, load_checkpoint
-from core.detector import Detector
+from core.calibration import calibrators as C
+from core.model.checkpoint import Checkpoint, load_checkpoint
+from core.scoring.detector import Detector
 from core.errors import CalibrationError
-from core.metrics import ece, sigmoid
-from core.models import build_model
-from core.preprocess import official_spec
+from core.calibration.metrics import ece, sigmoid
+from core.model.models import build_model
+from core.model.preprocess import official_spec
 
 
 def _sample(n: int, seed: int, scale: float = 3.0):

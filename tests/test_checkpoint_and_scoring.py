@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import Checkpoint, load_checkpoint
-from core.detector import Detector
+from core.model.checkpoint import Checkpoint, load_checkpoint
+from core.scoring.detector import Detector
 from core.errors import CheckpointError
-from core.models import build_model
-from core.preprocess import PreprocessSpec, official_spec
+from core.model.models import build_model
+from core.model.preprocess import PreprocessSpec, official_spec
 
 from .conftest import encode, make_photo, save_random_tiny
 

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.checkpoint import Checkpoint
-from core.models import arch_record, build_model
+from core.model.checkpoint import Checkpoint
+from core.model.models import arch_record, build_model
 from core.paths import DEFAULT_MODEL
-from core.preprocess import official_spec
+from core.model.preprocess import official_spec
 
 from .conftest import CORPUS, REPO, encode, make_photo, needs_corpus
 
@@ -92,7 +92,7 @@ def _png(seed: int, size=(320, 240)) -> bytes:
 
 
 def _store(data_dir):
-    from core.store import ReviewStore
+    from core.review.store import ReviewStore
 
     return ReviewStore(data_dir / "review.sqlite")
 
@@ -306,7 +306,7 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     _button(at, "cal-save-activate").click()
     _ok(at.run())
     assert "and activated it" in _texts(at)
-    from core.model_registry import ModelRegistry
+    from core.model.registry import ModelRegistry
 
     reg = ModelRegistry(data_dir / "models", base=loop_model)
     active = reg.active()
@@ -330,8 +330,8 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
 # Review details
 # ---------------------------------------------------------------------------
 def _seed_queue(data_dir, model_path, n=2):
-    from core.detector import Detector
-    from core.store import scoring_kwargs
+    from core.scoring.detector import Detector
+    from core.review.store import scoring_kwargs
 
     store = _store(data_dir)
     det = Detector.load(model_path, fast=False)
@@ -444,7 +444,7 @@ def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
     _button(at, "cal-save").click()
     _ok(at.run())
     assert "Saved v0001" in _texts(at)
-    from core.model_registry import ModelRegistry
+    from core.model.registry import ModelRegistry
 
     reg = ModelRegistry(env / "models", base=tiny_model)
     assert reg.active().version is None and reg.version("v0001").tiers["real_below"] == pytest.approx(0.05)
@@ -471,7 +471,7 @@ def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
 # Monitor
 # ---------------------------------------------------------------------------
 def test_monitor_shows_history_drift_flow_and_overturns(env, tiny_model):
-    from core.store import ReviewStore
+    from core.review.store import ReviewStore
 
     now = _dt.datetime.now(_dt.timezone.utc)
     clock = {"t": now - _dt.timedelta(days=30)}

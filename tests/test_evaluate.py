@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import evaluate as E
+from core.evaluation import evaluate as E
 from core.__main__ import main
-from core.calibration import apply_record, load_record
-from core.checkpoint import load_checkpoint
-from core.detector import Detector
-from core.metrics import ece
-from core.tiers import project_tiers
+from core.calibration.calibrators import apply_record, load_record
+from core.model.checkpoint import load_checkpoint
+from core.scoring.detector import Detector
+from core.calibration.metrics import ece
+from core.calibration.tiers import project_tiers
 
 from .conftest import CORPUS, REPO, make_photo, needs_corpus, save_random_tiny
 
@@ -200,8 +200,8 @@ def test_official_tiny_on_val_temperature_scaling_lowers_ece(official_tiny_wildr
 
 
 def test_chart_functions_take_one_curve_or_named_curves():
-    from core import charts
-    from core import metrics as M
+    from core.evaluation import charts
+    from core.calibration import metrics as M
 
     s, y = np.array([0.1, 0.4, 0.35, 0.8, 0.9]), np.array([0, 0, 1, 1, 1])
     one = charts.reliability_figure(M.reliability_curve(s, y, 5))

@@ -1,4 +1,4 @@
-"""core.explain: fixed-scale heatmap, GradCAM through pytorch-grad-cam, crops and boxes."""
+"""core.scoring.explain: fixed-scale heatmap, GradCAM through pytorch-grad-cam, crops and boxes."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import Checkpoint
-from core.detector import Detector, PatchHit
-from core.explain import (
+from core.model.checkpoint import Checkpoint
+from core.scoring.detector import Detector, PatchHit
+from core.scoring.explain import (
     DEFAULT_LOGIT_LIMIT,
     LabelledBox,
     colour_legend,
@@ -23,8 +23,8 @@ from core.explain import (
     target_layer,
     top_patch_crops,
 )
-from core.models import PatchGeometry, arch_record, build_model
-from core.preprocess import PreprocessSpec, official_spec
+from core.model.models import PatchGeometry, arch_record, build_model
+from core.model.preprocess import PreprocessSpec, official_spec
 
 from .conftest import make_photo
 
@@ -216,7 +216,7 @@ def img_bytes(img: Image.Image) -> bytes:
 
 
 def test_warm_up_runs_on_both_architectures(tiny, ladeda_small):
-    from core.explain import warm_up
+    from core.scoring.explain import warm_up
 
     warm_up(tiny.model)
     warm_up(ladeda_small.model, size=32)

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
-from core.detector import Detector
-from core.guardrails import run_guardrails
-from core.guardrails.quality import BLUR_THRESHOLD, blur_value, estimate_jpeg_quality
+from core.scoring.detector import Detector
+from core.scoring.guardrails import run_guardrails
+from core.scoring.guardrails.quality import BLUR_THRESHOLD, blur_value, estimate_jpeg_quality
 from core.imageio import decode_image
 
 from .conftest import CORPUS, encode, make_photo
@@ -98,7 +98,7 @@ def test_two_face_composite_gives_two_boxes_and_two_scores(official_tiny_wildrf)
     assert len(j["faces"]) == 2 and all(len(f["box"]) == 4 and "score" in f for f in j["faces"])
     assert j["max_face_score"] == pytest.approx(max(f.score for f in report.faces), abs=1e-6)
     # Each score is the detector's own score of the face crop with margin (pixels, not re-encoded).
-    from core.guardrails.faces import crop_decoded
+    from core.scoring.guardrails.faces import crop_decoded
 
     decoded = decode_image(encode(canvas, "PNG"))
     for f in report.faces:
@@ -134,7 +134,7 @@ def test_jpeg_quality_estimate_is_exact_for_libjpeg_tables(quality):
 
 
 def test_jpeg_quality_estimate_for_custom_tables_is_close():
-    from core.guardrails.quality import _reference_tables
+    from core.scoring.guardrails.quality import _reference_tables
 
     luma, chroma = _reference_tables()[70]
     custom = {0: [int(v) + (1 if i % 7 == 0 else 0) for i, v in enumerate(luma)], 1: [int(v) for v in chroma]}
@@ -177,7 +177,7 @@ def test_generator_names_match_whole_words_only():
 
 
 def test_long_text_chunks_are_truncated():
-    from core.guardrails.metadata import MAX_TEXT
+    from core.scoring.guardrails.metadata import MAX_TEXT
 
     info = PngInfo()
     info.add_text("workflow", "{" + "x" * 5000 + "}")
@@ -212,7 +212,7 @@ def test_xmp_digital_source_type_and_c2pa_markers():
 
 
 def test_c2pa_text_inside_pixel_data_is_not_a_manifest():
-    from core.guardrails.metadata import metadata_bytes
+    from core.scoring.guardrails.metadata import metadata_bytes
 
     jpeg = encode(make_photo(), "JPEG", quality=92)
     assert b"c2pa" not in metadata_bytes(jpeg[:-2] + b"c2pa" + jpeg[-2:])

@@ -10,11 +10,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.calibration import fit_calibration
-from core.checkpoint import load_checkpoint
-from core.datasets import list_images, read_logit_csv
-from core.store import ReviewStore
-from core.train import TrainConfig, train
+from core.calibration.calibrators import fit_calibration
+from core.model.checkpoint import load_checkpoint
+from core.training.datasets import list_images, read_logit_csv
+from core.review.store import ReviewStore
+from core.training.train import TrainConfig, train
 
 from .conftest import encode, make_photo, save_random_tiny
 from .test_train import _fake_like

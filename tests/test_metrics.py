@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core import metrics as M
+from core.calibration import metrics as M
 
 
 def _calibrated_grid():

@@ -1,4 +1,4 @@
-"""core.model_registry: calibrated versions in the data directory, activate, roll back, restart."""
+"""core.model.registry: calibrated versions in the data directory, activate, roll back, restart."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from core.checkpoint import file_sha256, load_checkpoint
-from core.detector import Detector
+from core.model.checkpoint import file_sha256, load_checkpoint
+from core.scoring.detector import Detector
 from core.errors import CheckpointError
-from core.model_registry import ModelRegistry, rebind, weights_key
+from core.model.registry import ModelRegistry, rebind, weights_key
 
 from .conftest import encode, make_photo, save_random_tiny
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import LaDeDa, TinyLaDeDa, arch_record, build_model
-from core.representations import REPRESENTATIONS, npr
-from core.serving import ServingModel, fold_for_inference
+from core.model.models import LaDeDa, TinyLaDeDa, arch_record, build_model
+from core.model.representations import REPRESENTATIONS, npr
+from core.model.serving import ServingModel, fold_for_inference
 
 
 def _randomise_bn(model):

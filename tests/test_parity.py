@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.checkpoint import import_official, load_checkpoint
-from core.detector import Detector
-from core.preprocess import to_model_input
+from core.model.checkpoint import import_official, load_checkpoint
+from core.scoring.detector import Detector
+from core.model.preprocess import to_model_input
 
 from .conftest import PARITY, REFERENCE, needs_shared
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import arch_record, build_model
-from core.patch_teacher import FEATURE_NAMES, PatchTeacher, fit_patch_teacher, image_descriptor, patch_features
-from core.train import TrainConfig, train
-from core.training_data import load_cached
-from core.preprocess import PreprocessSpec
+from core.model.models import arch_record, build_model
+from core.training.patch_teacher import FEATURE_NAMES, PatchTeacher, fit_patch_teacher, image_descriptor, patch_features
+from core.training.train import TrainConfig, train
+from core.training.training_data import load_cached
+from core.model.preprocess import PreprocessSpec
 
 from .test_train import make_dataset
 

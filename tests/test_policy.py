@@ -1,11 +1,11 @@
 """Every rule of the tier policy, on constructed guardrail reports."""
 from __future__ import annotations
 
-from core.guardrails import GuardrailReport
-from core.guardrails.faces import Face
-from core.guardrails.metadata import MetadataReport
-from core.guardrails.quality import QualityReport
-from core.policy import BLUR_THRESHOLD, DEFAULT_TIERS, FACE_MIN_SIDE, LOW_JPEG_QUALITY, decide
+from core.scoring.guardrails import GuardrailReport
+from core.scoring.guardrails.faces import Face
+from core.scoring.guardrails.metadata import MetadataReport
+from core.scoring.guardrails.quality import QualityReport
+from core.scoring.policy import BLUR_THRESHOLD, DEFAULT_TIERS, FACE_MIN_SIDE, LOW_JPEG_QUALITY, decide
 
 TIERS = {"real_below": 0.3, "fake_at_or_above": 0.7}
 
@@ -125,8 +125,8 @@ def test_policy_only_ever_moves_towards_review():
 
 
 def test_thresholds_live_in_the_policy_module():
-    import core.guardrails.quality as quality
-    import core.policy as policy
+    import core.scoring.guardrails.quality as quality
+    import core.scoring.policy as policy
 
     assert quality.BLUR_THRESHOLD is policy.BLUR_THRESHOLD
     assert quality.LOW_JPEG_QUALITY is policy.LOW_JPEG_QUALITY

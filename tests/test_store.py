@@ -9,9 +9,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from core.store import (LABELS, PSI_ALERT, PSI_WARN, SCHEMA_VERSION, ReviewStore, StoreError, drift_level,
+from core.review.store import (LABELS, PSI_ALERT, PSI_WARN, SCHEMA_VERSION, ReviewStore, StoreError, drift_level,
                         model_verdict, psi, scoring_kwargs)
-from core.store.schema import MIGRATIONS
+from core.review.store.schema import MIGRATIONS
 
 from .conftest import encode, make_photo
 
@@ -71,7 +71,7 @@ def test_new_file_gets_wal_foreign_keys_and_schema_version(tmp_path):
 
 
 def test_a_new_migration_is_applied_once_and_keeps_data(tmp_path, monkeypatch):
-    from core.store import schema
+    from core.review.store import schema
 
     path = tmp_path / "r.sqlite"
     with ReviewStore(path) as s:

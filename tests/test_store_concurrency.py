@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from core.store import ReviewStore
+from core.review.store import ReviewStore
 
 REPO = Path(__file__).resolve().parent.parent
 N_ITEMS = 1000
@@ -97,7 +97,7 @@ def test_eight_processes_claim_and_label_1000_items(tmp_path):
 
 ABANDON = textwrap.dedent("""
     import sys
-    from core.store import ReviewStore
+    from core.review.store import ReviewStore
     store = ReviewStore(sys.argv[1])
     item = store.claim_next("ghost", lease_seconds=0.5)
     print(item["sha256"], flush=True)
@@ -122,7 +122,7 @@ def test_abandoned_lease_returns_the_item_to_another_process(tmp_path):
 SLOW_EXPORT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from core.store import ReviewStore
+    from core.review.store import ReviewStore
     db, out, marker = sys.argv[1:4]
     def slow(done, total):
         Path(marker).touch()

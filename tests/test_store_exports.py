@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from core.datasets import list_images, read_logit_csv
-from core.store import MANIFEST_COLUMNS, RECALIBRATION_COLUMNS, ReviewStore, StoreError
+from core.training.datasets import list_images, read_logit_csv
+from core.review.store import MANIFEST_COLUMNS, RECALIBRATION_COLUMNS, ReviewStore, StoreError
 
 from .conftest import encode, make_photo
 from .test_store import MODEL, FakeClock

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core import tiers as T
+from core.calibration import tiers as T
 from core.errors import CalibrationError
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import load_checkpoint
-from core.detector import Detector
-from core.train import TrainConfig, _state_path, train
+from core.model.checkpoint import load_checkpoint
+from core.scoring.detector import Detector
+from core.training.train import TrainConfig, _state_path, train
 
 from .conftest import make_photo
 
@@ -93,7 +93,7 @@ def test_train_cli_native_resolution_with_cheap_validation(tmp_path, tiny_datase
 
 
 def test_center_crop_takes_the_middle_on_the_8px_grid_and_keeps_short_sides():
-    from core.train import center_crop
+    from core.training.train import center_crop
 
     x = torch.arange(40 * 60, dtype=torch.float32).view(1, 1, 40, 60)
     c = center_crop(x, 16)  # the exact centre starts at (12, 22); the 8-px grid puts it at (8, 16)
@@ -102,7 +102,7 @@ def test_center_crop_takes_the_middle_on_the_8px_grid_and_keeps_short_sides():
 
 
 def test_aligned_random_crops_start_on_the_grid():
-    from core.training_data import random_crop
+    from core.training.training_data import random_crop
 
     rng = np.random.default_rng(0)
     px = np.arange(100 * 90 * 3, dtype=np.int64).reshape(100, 90, 3)
@@ -113,7 +113,7 @@ def test_aligned_random_crops_start_on_the_grid():
 
 
 def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
-    from core.distill import DistillConfig, distill
+    from core.training.distill import DistillConfig, distill
 
     teacher = tmp_path / "teacher.pt"
     train(TrainConfig(data=str(tiny_dataset), out=str(teacher), arch="ladeda9", size=64, crop=32, batch_size=4,
@@ -150,7 +150,7 @@ def test_distillation_on_random_crops_through_the_cli(tmp_path, tiny_dataset):
 
 
 def test_bias_report_flags_a_format_shortcut(tmp_path):
-    from core.bias import bias_report, format_report
+    from core.training.bias import bias_report, format_report
 
     root = make_dataset(tmp_path / "biased", n=5, real_format="JPEG", fake_format="PNG")
     report = bias_report(root / "train")
@@ -172,8 +172,8 @@ def test_bias_report_cli_json(tmp_path):
 
 
 def test_zero_init_starts_blocks_as_identities_and_the_head_at_zero():
-    from core.models import Bottleneck, build_model, arch_record
-    from core.train import zero_init_
+    from core.model.models import Bottleneck, build_model, arch_record
+    from core.training.train import zero_init_
 
     torch.manual_seed(0)
     model = build_model(arch_record("ladeda9"), "NPR").eval()

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bias import bias_report, format_report
+    from core.training.bias import bias_report, format_report
 
     report = bias_report(args.data)
     print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))

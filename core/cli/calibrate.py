@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Kept literal so building the parser does not import scikit-learn (same as core.calibration.METHODS).
+#: Kept literal so building the parser does not import scikit-learn (same as core.calibration.calibrators.METHODS).
 METHODS = ("temperature", "platt", "isotonic")
 
 _SHOWN = ("ece", "ece_mass", "brier", "nll", "auc", "ap", "eer", "accuracy", "real_accuracy", "fake_accuracy")
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _csv_checks(path: Path, ckpt) -> list[str]:
     """Refuse logits made with other preprocessing; warn about logits from an unknown model file."""
-    from ..errors import CalibrationError
+    from core.errors import CalibrationError
 
     fingerprints, models = set(), set()
     with open(path, newline="") as fh:
@@ -70,12 +70,12 @@ def _csv_checks(path: Path, ckpt) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..calibration import apply_record, describe, fit_calibration, save_record
-    from ..checkpoint import load_checkpoint, now_iso
-    from ..datasets import list_images, read_logit_csv
-    from ..errors import DetectorError
-    from ..paths import default_model_path
-    from ..tiers import TARGET_ACCURACY, describe as describe_tiers, manual_tiers, tiers_from_targets
+    from core.calibration.calibrators import apply_record, describe, fit_calibration, save_record
+    from core.model.checkpoint import load_checkpoint, now_iso
+    from core.training.datasets import list_images, read_logit_csv
+    from core.errors import DetectorError
+    from core.paths import default_model_path
+    from core.calibration.tiers import TARGET_ACCURACY, describe as describe_tiers, manual_tiers, tiers_from_targets
 
     model_path = Path(args.model) if args.model else default_model_path()
     ckpt = load_checkpoint(model_path)
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
         kind = "csv"
     elif data.is_dir():
-        from ..detector import Detector
-        from ..evaluate import score_images
+        from core.scoring.detector import Detector
+        from core.evaluation.evaluate import score_images
 
         items = list_images(data)
         logit_map, failures = score_images(Detector(ckpt), items, batch_size=args.batch_size,

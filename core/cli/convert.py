@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from core.model.checkpoint import load_checkpoint
 
     src = load_checkpoint(args.model)
     dst = src.with_updates(provenance={**src.provenance, "converted_from": src.sha256, "weights_dtype": args.dtype})

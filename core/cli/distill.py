@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distill import DistillConfig, distill
+    from core.training.distill import DistillConfig, distill
 
     ckpt, history = distill(DistillConfig(teacher=args.teacher, data=args.data, out=args.out, epochs=args.epochs,
                                           batch_size=args.batch_size, lr=args.lr, seed=args.seed,

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..detector import Detector
-    from ..evaluate import evaluate, write_report
+    from core.scoring.detector import Detector
+    from core.evaluation.evaluate import evaluate, write_report
 
     detector = Detector.load(args.model)
     result = evaluate(detector, args.data, robustness=args.robustness, progress=not args.no_progress,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-#: Kept literal so building the parser does not import the store (same as core.store.LABELS).
+#: Kept literal so building the parser does not import the store (same as core.review.store.LABELS).
 LABELS = ("real", "fake", "unsure")
 
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..store import ReviewStore, StoreError
+    from core.review.store import ReviewStore, StoreError
 
     filters = {"since": args.since, "until": args.until, "reviewer": args.reviewer, "label": args.label,
                "model_sha256": args.model_sha256, "only_new": args.only_new}

@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ..patch_teacher import fit_patch_teacher, image_descriptor
-    from ..preprocess import PreprocessSpec
-    from ..training_data import load_cached
+    from core.training.patch_teacher import fit_patch_teacher, image_descriptor
+    from core.model.preprocess import PreprocessSpec
+    from core.training.training_data import load_cached
 
     spec = PreprocessSpec(input_representation="NPR", resize_mode=args.resize_mode, size=(args.size, args.size),
                           max_side=args.max_side)

@@ -18,13 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DetectorError
-    from ..guardrails import run_guardrails
-    from ..imageio import decode_image
+    from core.errors import DetectorError
+    from core.scoring.guardrails import run_guardrails
+    from core.imageio import decode_image
 
     detector = None
     if args.model:
-        from ..detector import Detector
+        from core.scoring.detector import Detector
 
         detector = Detector.load(args.model)
     failures = 0

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import import_official
+    from core.model.checkpoint import import_official
 
     ckpt = import_official(args.arch, args.weights, args.out)
     print(json.dumps({

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-#: Kept literal so building the parser does not import the store (same as core.store.LABELS).
+#: Kept literal so building the parser does not import the store (same as core.review.store.LABELS).
 LABELS = ("real", "fake", "unsure")
 
 
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
-    from ..store import ReviewStore
+    from core.review.store import ReviewStore
 
     return ReviewStore.open(args.db)
 

@@ -28,14 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import analyse, record_analysis
-    from ..detector import Detector
-    from ..errors import DetectorError
+    from core.scoring.analysis import analyse, record_analysis
+    from core.scoring.detector import Detector
+    from core.errors import DetectorError
 
     detector = Detector.load(args.model)
     store = None
     if args.db:
-        from ..store import ReviewStore
+        from core.review.store import ReviewStore
 
         store = ReviewStore.open(args.db)
     failures = 0

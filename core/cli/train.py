@@ -50,14 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..train import TrainConfig, _state_path, train
+    from core.training.train import TrainConfig, _state_path, train
 
     out = Path(args.out)
     state = _state_path(out)
     if state.exists() and not args.resume:
         state.unlink()  # a fresh run: never silently continue an old one
     if not args.no_bias_report:
-        from ..bias import bias_report, format_report
+        from core.training.bias import bias_report, format_report
 
         print(format_report(bias_report(Path(args.data) / "train")), flush=True)
     cfg = TrainConfig(

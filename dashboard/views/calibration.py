@@ -9,8 +9,10 @@ import tempfile
 import numpy as np
 import streamlit as st
 
-from core import calibration as C
-from core import charts, metrics, tiers as T
+from core.calibration import calibrators as C
+from core.evaluation import charts
+from core.calibration import metrics
+from core.calibration import tiers as T
 from dashboard import services
 
 PAGE = "calibration"
@@ -50,7 +52,7 @@ def reviewed_data() -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
 
 
 def csv_data(upload) -> tuple[np.ndarray, np.ndarray]:
-    from core.datasets import read_logit_csv
+    from core.training.datasets import read_logit_csv
 
     fd, tmp = tempfile.mkstemp(suffix=".csv")
     try:

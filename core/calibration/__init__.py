@@ -1,0 +1,1 @@
+"""From logits to calibrated probabilities and review tiers: calibrators, tiers and metrics."""

@@ -1,0 +1,1 @@
+"""Evaluation reports, charts and the latency benchmark."""

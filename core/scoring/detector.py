@@ -1,0 +1,248 @@
+"""The one object that is the model: network + preprocessing spec +
+calibration + tiers + provenance, and the scoring API built on it.
+
+``Detector.score`` follows an image through decode → preprocess → patch map →
+image logit (mean of patches) → calibrated probability, and reports the
+alternative poolings, the most-fake patches in original-image pixels, timings
+and the checkpoint's identity.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from core.model.checkpoint import Checkpoint, load_checkpoint
+from core.errors import DetectorError
+from core.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, decode_image
+from core.model.models import PatchGeometry
+from core.paths import default_model_path
+from core.model.preprocess import ModelInput, to_model_input
+from core.model.serving import ServingModel
+
+#: Share of patches averaged by the top-k pooling.
+TOPK_FRACTION = 0.05
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+@dataclass
+class PatchHit:
+    """One of the most-fake patches."""
+
+    row: int
+    col: int
+    logit: float
+    box: tuple[int, int, int, int]  #: (x0, y0, x1, y1) in original-image pixels, x1/y1 exclusive
+
+
+@dataclass
+class ScoreResult:
+    """Everything one scoring produced (serialisable with :meth:`to_json`)."""
+
+    file: str
+    sha256: str
+    logit: float
+    probability: float
+    calibrated: bool
+    patch_logits: np.ndarray = field(repr=False)  #: H'×W' float32
+    poolings: dict[str, float]
+    top_patches: list[PatchHit]
+    timings_ms: dict[str, float]
+    model: dict[str, Any]
+    image: dict[str, Any]
+
+    @property
+    def patch_map_shape(self) -> list[int]:
+        return [int(self.patch_logits.shape[0]), int(self.patch_logits.shape[1])]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "logit": round(self.logit, 6),
+            "probability": round(self.probability, 6),
+            "calibrated": self.calibrated,
+            "patch_map_shape": self.patch_map_shape,
+            "model_sha256": self.model["sha256"],
+            "model": self.model["label"],
+            "preprocess_fingerprint": self.model["preprocess_fingerprint"],
+            "calibration_version": self.model["calibration_version"],
+            "poolings": {k: round(v, 6) for k, v in self.poolings.items()},
+            "top_patches": [
+                {"row": p.row, "col": p.col, "logit": round(p.logit, 6), "box": list(p.box)} for p in self.top_patches
+            ],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "image": self.image,
+        }
+
+
+def poolings(patch_logits: np.ndarray) -> dict[str, float]:
+    """Image-level poolings of a patch map; ``mean`` is the model's own."""
+    flat = np.asarray(patch_logits, dtype=np.float64).ravel()
+    k = max(1, int(math.ceil(TOPK_FRACTION * flat.size)))
+    top = np.partition(flat, flat.size - k)[flat.size - k:]
+    return {"mean": float(flat.mean()), "max": float(flat.max()), "topk_mean": float(top.mean()), "topk_k": float(k)}
+
+
+def top_patches(patch_logits: np.ndarray, geometry: PatchGeometry, input_hw: tuple[int, int],
+                scale_xy: tuple[float, float], k: int = 5, max_overlap: float = 0.25) -> list[PatchHit]:
+    """The k highest-logit patches, greedily skipping ones that overlap a kept one.
+
+    Boxes are mapped from model-input pixels to original-image pixels.
+    """
+    h_in, w_in = input_hw
+    order = np.argsort(patch_logits, axis=None)[::-1]
+    kept: list[PatchHit] = []
+    kept_boxes: list[tuple[int, int, int, int]] = []
+    for flat in order:
+        row, col = divmod(int(flat), patch_logits.shape[1])
+        box = geometry.box(row, col, h_in, w_in)
+        area = max(1, (box[2] - box[0]) * (box[3] - box[1]))
+        if any(_overlap(box, other) > max_overlap * area for other in kept_boxes):
+            continue
+        kept_boxes.append(box)
+        sx, sy = scale_xy
+        orig = (int(math.floor(box[0] * sx)), int(math.floor(box[1] * sy)),
+                int(math.ceil(box[2] * sx)), int(math.ceil(box[3] * sy)))
+        kept.append(PatchHit(row=row, col=col, logit=float(patch_logits[row, col]), box=orig))
+        if len(kept) >= k:
+            break
+    return kept
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0, w) * max(0, h)
+
+
+class Detector:
+    """A loaded checkpoint, ready to score images."""
+
+    def __init__(self, checkpoint: Checkpoint, *, fast: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.checkpoint = checkpoint
+        self.spec = checkpoint.spec
+        self.model = checkpoint.build_model()  # eager float32, also used for GradCAM
+        self.max_pixels = max_pixels
+        example_hw = tuple(self.spec.size) if self.spec.resize_mode == "stretch" else (256, 256)
+        self._serving = ServingModel(self.model, example_hw=example_hw) if fast else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "Detector":
+        """Load ``path`` (or the default model) into a detector."""
+        return cls(load_checkpoint(path or default_model_path()), **kwargs)
+
+    # -- identity --------------------------------------------------------
+    @property
+    def geometry(self) -> PatchGeometry:
+        return self.model.patch_geometry
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        c = self.checkpoint
+        return {
+            "label": c.label,
+            "sha256": c.sha256,
+            "path": str(c.path) if c.path else None,
+            "preprocess_fingerprint": self.spec.fingerprint(),
+            "preprocess_summary": self.spec.summary(),
+            "calibration_version": c.calibration_version,
+            "calibration_method": (c.calibration or {}).get("method"),
+        }
+
+    # -- steps -----------------------------------------------------------
+    def decode(self, source: ImageSource) -> DecodedImage:
+        return decode_image(source, max_pixels=self.max_pixels, exif_policy=self.spec.exif_policy)
+
+    def prepare(self, source: ImageSource | DecodedImage) -> ModelInput:
+        return to_model_input(source, self.spec, max_pixels=self.max_pixels)
+
+    def patch_map(self, tensor: torch.Tensor) -> np.ndarray:
+        """N×3×H×W → N×H'×W' patch logits (float32 numpy)."""
+        if self._serving is not None:
+            out = self._serving(tensor)
+        else:
+            with torch.inference_mode():
+                out = self.model(tensor)
+        return out[:, 0].float().numpy()
+
+    def probability(self, logits: np.ndarray | float) -> tuple[np.ndarray, bool]:
+        """Calibrated probability when the checkpoint has a calibration, else sigmoid."""
+        logits = np.asarray(logits, dtype=np.float64)
+        record = self.checkpoint.calibration
+        if record:
+            from core.calibration.calibrators import apply_record
+
+            return np.asarray(apply_record(record, logits), dtype=np.float64), True
+        return np.asarray(sigmoid(logits)), False
+
+    # -- the whole call --------------------------------------------------
+    def score(self, source: ImageSource | DecodedImage, *, name: str | None = None, top_k: int = 5) -> ScoreResult:
+        t0 = time.perf_counter()
+        decoded = source if isinstance(source, DecodedImage) else self.decode(source)
+        t1 = time.perf_counter()
+        model_input = self.prepare(decoded)
+        t2 = time.perf_counter()
+        patch = self.patch_map(model_input.tensor)[0]
+        t3 = time.perf_counter()
+        logit = float(np.asarray(patch, dtype=np.float64).mean())
+        prob, calibrated = self.probability(logit)
+        pooled = poolings(patch)
+        hits = top_patches(patch, self.geometry, tuple(model_input.tensor.shape[-2:]), model_input.scale_xy, k=top_k)
+        t4 = time.perf_counter()
+        if name is None:
+            name = str(source) if isinstance(source, (str, Path)) else "upload"
+        return ScoreResult(
+            file=name,
+            sha256=decoded.sha256,
+            logit=logit,
+            probability=float(prob),
+            calibrated=calibrated,
+            patch_logits=patch,
+            poolings=pooled,
+            top_patches=hits,
+            timings_ms={
+                "decode": (t1 - t0) * 1e3,
+                "preprocess": (t2 - t1) * 1e3,
+                "forward": (t3 - t2) * 1e3,
+                "postprocess": (t4 - t3) * 1e3,
+                "total": (t4 - t0) * 1e3,
+            },
+            model=self.identity,
+            image={
+                "width": decoded.width,
+                "height": decoded.height,
+                "format": decoded.format,
+                "mode": decoded.mode,
+                "frames": decoded.n_frames,
+                "exif_orientation": decoded.exif_orientation,
+                "bytes": decoded.file_size,
+                "model_input": list(model_input.tensor.shape[-2:]),
+            },
+        )
+
+    def score_many(self, files: Iterable[str | os.PathLike]) -> Iterator[ScoreResult | "ScoreFailure"]:
+        """Score files one by one; unreadable files yield a :class:`ScoreFailure`."""
+        for f in files:
+            try:
+                yield self.score(f, name=str(f))
+            except DetectorError as exc:
+                yield ScoreFailure(file=str(f), error=str(exc))
+
+
+@dataclass
+class ScoreFailure:
+    file: str
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

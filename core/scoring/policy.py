@@ -1,0 +1,185 @@
+"""The tier policy: calibrated probability + tier thresholds + guardrails → tier and reasons.
+
+Every threshold the policy uses is a constant in this module (the guardrail
+modules import theirs from here). Rules, in order:
+
+1. Base tier from the checkpoint's tiers on the calibrated probability p:
+   p < real_below → ``real``; p ≥ fake_at_or_above → ``fake``; else ``review``.
+   A model without (valid) calibrated tiers uses ``DEFAULT_TIERS`` and says so.
+2. Low quality — no sharp detail anywhere (blur < ``BLUR_THRESHOLD``), a JPEG
+   below quality ``LOW_JPEG_QUALITY``, a shorter side below
+   ``UPSCALE_FRACTION`` of the model input, or a shorter side below
+   ``MIN_IMAGE_SIDE`` pixels whatever the model input — is never ``fake`` *and* never
+   ``real``. Compression, blur and upscaling erase the local traces the model
+   reads: a "fake" call on such an image is likely an artefact of the damage,
+   and a "real" call is exactly how a degraded fake slips through (the missing
+   traces look like "no generator traces"). Both go to ``review`` with the
+   reason. The cost is review volume on poor uploads, which is the right
+   place for an analyst's eyes; a clear verdict on them would be a guess.
+3. A face (at least ``FACE_MIN_SIDE`` px) whose own crop scores at or above the
+   fake threshold while the whole image is not ``fake`` sends the image to
+   ``review``: one generated face in a group photo can hide in the image mean.
+4. Generator metadata is evidence: it moves ``real`` to ``review`` and is
+   listed as a reason otherwise; it never makes ``fake`` on its own (metadata
+   is easily written, copied or stripped).
+5. Noted without changing the tier: no face found (LaDeDa is not a face
+   model), editing software, camera EXIF, screenshot hints.
+
+The policy only ever moves a tier to ``review``; it never creates a ``fake``
+or a ``real`` that the thresholds did not.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.scoring.guardrails import GuardrailReport
+
+#: Used when a checkpoint carries no calibrated tiers (p < 0.2 real, p ≥ 0.8 fake).
+DEFAULT_TIERS = {"real_below": 0.2, "fake_at_or_above": 0.8}
+#: Sharpness (variance of the Laplacian over the sharpest quarter of the image, at a 512 px
+#: reference size) below which the image has no fine detail anywhere. Chosen on corpus train/val:
+#: sharp photos have ≥ 100 (1st percentile), the same photos after a Gaussian blur of sigma 1.5
+#: have a median of 19 and after sigma 2 a 95th percentile of 21.
+BLUR_THRESHOLD = 20.0
+#: Estimated JPEG quality below which fine detail is considered destroyed (visible 8×8 blocking;
+#: social platforms re-encode at 70–85, well above it).
+LOW_JPEG_QUALITY = 40
+#: Image shorter side / model input side below which the model mostly sees interpolation.
+UPSCALE_FRACTION = 0.5
+#: Shorter side (px) below which an image is too small to judge whatever the model's input size:
+#: a thumbnail has been downscaled (the pixel-level traces a 9×9 detector reads are averaged
+#: away) and gives too few patches for a stable mean. Native-resolution models never upscale,
+#: so this is their resolution rule; 128 = UPSCALE_FRACTION × the official 256 input, so both
+#: rules agree for the official protocol.
+MIN_IMAGE_SIDE = 128
+#: Faces smaller than this (shorter side, original pixels) are shown but do not move the tier:
+#: their crop is mostly interpolation once resized to the model input.
+FACE_MIN_SIDE = 32
+TIER_LABELS = {"real": "clearly real", "review": "needs review", "fake": "clearly fake"}
+
+
+@dataclass
+class Decision:
+    tier: str  #: "real", "review" or "fake"
+    reasons: list[str] = field(default_factory=list)
+    base_tier: str = "review"  #: the tier from the thresholds alone
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changed_by_guardrails(self) -> bool:
+        return self.tier != self.base_tier
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tier": self.tier, "base_tier": self.base_tier, "reasons": list(self.reasons),
+                "thresholds": dict(self.thresholds), "changed_by_guardrails": self.changed_by_guardrails}
+
+
+def base_tier(p: float, tiers: dict[str, Any]) -> str:
+    """The tier from the thresholds alone (one definition, shared with ``core.calibration.tiers``)."""
+    from core.calibration.tiers import tier_of
+
+    return tier_of(p, tiers)
+
+
+def _valid_tiers(tiers: dict[str, Any] | None) -> tuple[dict[str, float], str | None]:
+    """The thresholds to use, and a reason when the defaults replace missing or broken ones."""
+    if not tiers or "real_below" not in tiers or "fake_at_or_above" not in tiers:
+        return dict(DEFAULT_TIERS), (
+            f"This model has no calibrated tiers; default thresholds {DEFAULT_TIERS['real_below']:.2f} / "
+            f"{DEFAULT_TIERS['fake_at_or_above']:.2f} are used.")
+    try:
+        lo, hi = float(tiers["real_below"]), float(tiers["fake_at_or_above"])
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (0.0 <= lo <= hi <= 1.0):
+        return dict(DEFAULT_TIERS), (
+            f"The model's tiers ({tiers.get('real_below')!r} / {tiers.get('fake_at_or_above')!r}) are not valid "
+            f"thresholds; default thresholds {DEFAULT_TIERS['real_below']:.2f} / "
+            f"{DEFAULT_TIERS['fake_at_or_above']:.2f} are used.")
+    return {"real_below": lo, "fake_at_or_above": hi}, None
+
+
+def _quality_problems(report: "GuardrailReport") -> list[str]:
+    q = report.quality
+    problems = []
+    if q.low_jpeg_quality:
+        problems.append(f"heavily compressed JPEG (estimated quality {q.jpeg_quality:.0f}, below {LOW_JPEG_QUALITY})")
+    if q.blurry:
+        problems.append(f"no sharp detail anywhere (sharpness {q.blur:.0f}, below {BLUR_THRESHOLD:.0f}: "
+                        "blur, defocus, fog or a featureless scene)")
+    if q.heavily_upscaled:
+        if q.model_input:
+            problems.append(f"tiny image ({q.width}×{q.height}) upscaled to the model input "
+                            f"{q.model_input[1]}×{q.model_input[0]}")
+        else:
+            problems.append(f"tiny image ({q.width}×{q.height})")
+    elif q.too_small:
+        problems.append(f"tiny image ({q.width}×{q.height}, shorter side below {MIN_IMAGE_SIDE} px: "
+                        "a thumbnail keeps too few original pixels for the local traces the model reads)")
+    return problems
+
+
+def decide(probability: float, tiers: dict[str, Any] | None, report: "GuardrailReport | None" = None) -> Decision:
+    """Apply the rules above; reasons are sentences an analyst can act on."""
+    thresholds, tier_note = _valid_tiers(tiers)
+    lo, hi = thresholds["real_below"], thresholds["fake_at_or_above"]
+    base = base_tier(probability, thresholds)
+    tier = base
+    reasons = [{
+        "real": f"Fake probability {probability:.2f} is below the clearly-real threshold {lo:.2f}.",
+        "fake": f"Fake probability {probability:.2f} is at or above the clearly-fake threshold {hi:.2f}.",
+        "review": f"Fake probability {probability:.2f} lies in the review band [{lo:.2f}, {hi:.2f}).",
+    }[base]]
+    if tier_note:
+        reasons.append(tier_note)
+    if report is None:
+        return Decision(tier=tier, reasons=reasons, base_tier=base, thresholds=thresholds)
+
+    # Rule 2: low quality.
+    problems = _quality_problems(report)
+    if problems and tier != "review":
+        reasons.append(f"Low quality: {'; '.join(problems)}. The fine detail the model relies on is gone, "
+                       f"so its '{TIER_LABELS[tier]}' call is unreliable; sent to review.")
+        tier = "review"
+    elif problems:
+        reasons.append(f"Low quality: {'; '.join(problems)}. The score is less reliable than usual.")
+
+    # Rule 3: one face much more fake than the whole image.
+    scored = [(i, f) for i, f in enumerate(report.faces, 1) if f.score is not None]
+    if scored and base != "fake":
+        big = [(i, f) for i, f in scored if f.side >= FACE_MIN_SIDE]
+        if big:
+            i, worst = max(big, key=lambda t: t[1].score)
+            if worst.score >= hi:
+                moved = tier != "review"
+                reasons.append(f"Face {i} of {len(report.faces)} scores {worst.score:.2f} on its own (at or above "
+                               f"{hi:.2f}) while the whole image scores {probability:.2f}: one generated face can "
+                               "hide in the image mean" + ("; sent to review." if moved else "."))
+                tier = "review"
+    if not report.faces:
+        reasons.append("No face found: the verdict is about the whole image (LaDeDa is not a face model).")
+
+    # Rule 4: generator metadata is evidence.
+    meta = report.metadata
+    if meta.generator_hints:
+        listed = "; ".join(meta.generator_hints[:3])
+        if tier == "real":
+            reasons.append(f"Metadata names a generator ({listed}). Metadata alone is not proof, but it "
+                           "contradicts 'clearly real'; sent to review.")
+            tier = "review"
+        else:
+            reasons.append(f"Metadata evidence of a generator: {listed} (metadata alone is not proof).")
+
+    # Rule 5: notes.
+    if meta.editor_hints:
+        reasons.append(f"Metadata shows editing software ({'; '.join(meta.editor_hints[:2])}): the image was "
+                       "processed after capture, which is not evidence of generation.")
+    if meta.has_camera:
+        reasons.append("EXIF names a camera (evidence only: EXIF is easily copied or forged).")
+    if report.quality.likely_screenshot:
+        reasons.append("Looks like a screenshot (" + "; ".join(report.quality.screenshot_hints) + "): the model "
+                       "scores the screen capture, not the original image.")
+    return Decision(tier=tier, reasons=reasons, base_tier=base, thresholds=thresholds)

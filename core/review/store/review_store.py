@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core.review.artifacts import ArtifactStore
 from core.review.store.base import DEFAULT_LEASE_SECONDS, DEFAULT_UNDO_WINDOW_SECONDS, Clock, StoreError
 from core.review.store.blobs import BlobStore
 from core.review.store.exports import ExportsMixin
@@ -25,7 +26,7 @@ class ReviewStore(MonitorMixin, ExportsMixin):
     def __init__(self, db_path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None,
                  privacy_mode: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  undo_window_seconds: float = DEFAULT_UNDO_WINDOW_SECONDS, clock: Clock | None = None,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", artifact_dir: str | os.PathLike | None = None) -> None:
         super().__init__(db_path, clock=clock, synchronous=synchronous)
         try:
             migrate(self.conn)
@@ -39,6 +40,9 @@ class ReviewStore(MonitorMixin, ExportsMixin):
         self.privacy_mode = bool(row and row[0] == "1")
         self.image_dir = Path(image_dir) if image_dir is not None else self.db_path.parent / "images"
         self.blobs = BlobStore(self.image_dir)
+        #: Evidence and features per (item, model), beside the images (see core.review.artifacts).
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else self.image_dir.parent / "artifacts"
+        self.artifacts = ArtifactStore(self.artifact_dir)
         self.lease_seconds = self._positive(lease_seconds, "lease_seconds")
         self.undo_window_seconds = self._positive(undo_window_seconds, "undo_window_seconds")
 

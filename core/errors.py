@@ -46,3 +46,9 @@ class CalibrationError(DetectorError):
     """Calibration cannot be fitted or applied (e.g. one class only)."""
 
     code = "calibration_error"
+
+
+class ImageTooSmallError(ImageDecodeError):
+    """The image decodes, but after preprocessing it is thinner than one patch of the model."""
+
+    code = "too_small"

@@ -30,11 +30,13 @@ PAGES = [
 ]
 page = st.navigation(PAGES, position="sidebar")
 
+widgets.style()
+loading = st.empty()  # "loading the model…" in the main area while the first start builds it
 with st.sidebar:
     with services.guarded("opening the review database", where=st.sidebar):
         services.store()  # <data dir>/review.sqlite, created on first run
     who = services.identity_panel(st.sidebar)
-    active = services.active_detector()
+    active = services.active_detector(loading)
     st.session_state["active_detector"] = active
     if active is not None:
         widgets.model_panel(st.sidebar, active)

@@ -131,12 +131,14 @@ def _engine(weights_key: str, path: str):
 
 
 def _warm_up(det: Any) -> None:
-    """Run the whole analysis and GradCAM once on a small synthetic image (imports, caches, kernels)."""
+    """Run the whole analysis (through the upload door, without a store) and GradCAM once on a small
+    synthetic image (imports, caches, kernels)."""
     import io
 
     import numpy as np
     from PIL import Image
 
+    from core.review.actions.submit import submit
     from core.scoring import explain
 
     try:
@@ -144,10 +146,11 @@ def _warm_up(det: Any) -> None:
         img = Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), "RGB")
         buf = io.BytesIO()
         img.save(buf, "PNG")
-        from core.scoring.analysis import analyse
-
-        analyse(det, buf.getvalue(), name="warm-up")
+        submit(det, buf.getvalue(), "warm-up")
         explain.warm_up(det.model)
+        from core.scoring.guardrails import faces
+
+        faces.detect_faces(img)  # loads this thread's cascades
     except Exception:  # noqa: BLE001 - warming up is an optimisation only
         log.warning("warm-up failed", exc_info=True)
 
@@ -169,20 +172,55 @@ class ActiveDetector:
     warning: str | None
 
 
-def active_detector() -> ActiveDetector | None:
-    """The detector serving now (the registry's active version or the base); None after showing why not."""
+#: Seconds the last model load took in this data directory (shown on the next first start).
+LOAD_TIME_FILE = "model_load_seconds.txt"
+DEFAULT_LOAD_SECONDS = 40
+_LOADED: set[tuple[str, str]] = set()  # (path, sha256) already built in this process
+
+
+def _expected_load_seconds() -> int:
+    try:
+        return max(1, round(float((data_dir() / LOAD_TIME_FILE).read_text().strip())))
+    except (OSError, ValueError):
+        return DEFAULT_LOAD_SECONDS
+
+
+def active_detector(notice: Any = None) -> ActiveDetector | None:
+    """The detector serving now (the registry's active version or the base); None after showing why not.
+
+    While the model is built for the first time, ``notice`` (a main-area placeholder) says so, with
+    how long it took last time, instead of leaving the page blank.
+    """
+    import time
+
     from core.model.registry import cached_sha256
 
     try:
         active = registry().active()
-        with st.spinner("Loading the model (first start only)…"):
-            det = _detector(str(active.path), cached_sha256(active.path))
+        key = (str(active.path), cached_sha256(active.path))
+        if key not in _LOADED and notice is not None:
+            notice.info(f"Loading the model (first start takes about {_expected_load_seconds()} s)…",
+                        icon=":material/hourglass_top:")
+        t0 = time.perf_counter()
+        det = _detector(*key)
+        if key not in _LOADED:
+            _LOADED.add(key)
+            elapsed = time.perf_counter() - t0
+            if elapsed > 2:
+                try:
+                    (data_dir() / LOAD_TIME_FILE).write_text(f"{elapsed:.0f}\n")
+                except OSError:
+                    pass
+        if notice is not None:
+            notice.empty()
         return ActiveDetector(det, active.name, active.warning)
     except DetectorError as exc:
         st.error(f"The model could not be loaded: {exc}", icon=":material/error:")
     except Exception:  # noqa: BLE001
         log.exception("model load failed")
         st.error(GENERIC_ERROR.format(action="loading the model"), icon=":material/error:")
+    if notice is not None:
+        notice.empty()
     return None
 
 
@@ -229,13 +267,24 @@ def identity() -> Identity | None:
             return Identity(str(name), True) if name else None
         return None
     name = st.session_state.get("reviewer_name")
+    if not name:  # a reload or a new tab: the name travels in the address (still unauthenticated)
+        from_url = str(st.query_params.get(NAME_PARAM) or "").strip()[:100]
+        if from_url:
+            name = st.session_state["reviewer_name"] = from_url
+    if name and st.query_params.get(NAME_PARAM) != name:
+        st.query_params[NAME_PARAM] = name
     return Identity(name, False) if name else None
+
+
+#: Query parameter that keeps an unauthenticated reviewer's name across reloads and tabs.
+NAME_PARAM = "reviewer"
 
 
 def _set_name() -> None:
     name = str(st.session_state.get("reviewer_name_input") or "").strip()
     if name:
         st.session_state["reviewer_name"] = name[:100]
+        st.query_params[NAME_PARAM] = name[:100]
     else:
         flash("warning", "Enter a name first.", "sidebar")
 
@@ -251,6 +300,7 @@ def _login() -> None:
 
 def _forget_name() -> None:
     st.session_state.pop("reviewer_name", None)
+    st.query_params.pop(NAME_PARAM, None)
 
 
 def identity_panel(where: Any) -> Identity | None:
@@ -283,14 +333,3 @@ def require_identity() -> Identity | None:
         st.info("Enter your name in the sidebar (or log in) to review, label and export.",
                 icon=":material/person:")
     return who
-
-
-# ---------------------------------------------------------------------------
-# the score log
-# ---------------------------------------------------------------------------
-def record_analysis(store: Any, analysis: Any, data: bytes, name: str, who: Identity | None) -> None:
-    """Store the upload and append its scoring (tier, reasons, guardrails) to the score log,
-    exactly as the command line does (``core.scoring.analysis.record_analysis``); review-tier items get queued."""
-    from core.scoring.analysis import record_analysis as _record
-
-    _record(store, analysis, name=name, uploader=who.name if who else None)

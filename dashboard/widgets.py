@@ -1,33 +1,69 @@
-"""Rendering shared by the pages: header, model panel, verdict card, the
-evidence panel (heatmap, GradCAM, top patches, poolings, guardrails, timings)
-and the labelling controls. Pixels come from :mod:`core.scoring.explain`.
+"""Rendering shared by the pages: header, model panel, the image beside its verdict
+(plain / heatmap / GradCAM, numbered top patches), the evidence details
+(top patches, poolings, guardrails, timings) and the labelling controls.
+
+Everything renders from a stored :class:`core.review.evidence.Evidence` and
+the decoded picture, never from a model pass; pixels come from
+:mod:`core.scoring.explain`.
 """
 from __future__ import annotations
 
+import base64
+import io
 import math
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import streamlit as st
+from PIL import Image
 
+from core.review.evidence import Evidence
 from core.scoring import explain
 from dashboard import services
 
+# Colour-blind safe pairing (blue vs orange, as in the heatmap's diverging scale), always with an icon
+# and a word, so no meaning rests on colour alone.
 TIER_STYLE = {
-    "real": ("green", "Real", ":material/verified:"),
-    "review": ("orange", "Needs review", ":material/help:"),
-    "fake": ("red", "Fake", ":material/report:"),
+    "real": ("blue", "Real", ":material/verified:"),
+    "review": ("violet", "Needs review", ":material/help:"),
+    "fake": ("orange", "Fake", ":material/report:"),
 }
-LABEL_BUTTONS = (  # value, text, keyboard shortcut
-    ("real", "Real", "A"),  # "A" for authentic: Streamlit reserves R (rerun) and C (clear cache)
-    ("fake", "Fake", "F"),
-    ("unsure", "Unsure", "U"),
+LABEL_BUTTONS = (  # value, text, keyboard shortcut, icon
+    ("real", "Real", "A", ":material/verified:"),  # "A" for authentic: Streamlit reserves R and C
+    ("fake", "Fake", "F", ":material/report:"),
+    ("unsure", "Unsure", "U", ":material/help:"),
 )
-#: Analyses kept per browser session (so sliders do not re-run the model); small because each holds
-#: the decoded image, which can be large.
-SESSION_CACHE = 3
+VIEWS = ("Heatmap", "GradCAM", "Plain")
+#: Patch blocks averaged by the coarser heatmap view.
+COARSE_BLOCK = 4
+#: Width of the picture beside the verdict: with the header and the uploader it stays above the fold
+#: at 1280×800 for landscape images.
+IMAGE_WIDTH = 560
+
+_CSS = """
+<style>
+/* Real and Fake look different (blue / orange, with icons), whatever the colour vision. */
+div[class*="-real"] button[kind="primary"], div[class*="-real"] button[kind="secondary"] {
+  background-color: #1f5fa8 !important; border-color: #1f5fa8 !important; color: #ffffff !important; }
+div[class*="-fake"] button[kind="primary"], div[class*="-fake"] button[kind="secondary"] {
+  background-color: #c2570c !important; border-color: #c2570c !important; color: #ffffff !important; }
+div[class*="-real"] button:disabled, div[class*="-fake"] button:disabled { opacity: 0.45; }
+/* Decision buttons keep their words on narrow screens: the row wraps instead of shrinking to "R… A". */
+.st-key-review-actions [data-testid="stHorizontalBlock"], .st-key-inspect-actions [data-testid="stHorizontalBlock"] {
+  flex-wrap: wrap; row-gap: 0.4rem; }
+.st-key-review-actions [data-testid="stColumn"], .st-key-inspect-actions [data-testid="stColumn"] {
+  min-width: 6.5rem; flex: 1 1 6.5rem; }
+.st-key-review-actions button p, .st-key-inspect-actions button p { white-space: nowrap; }
+@media (max-width: 900px) {
+  section[data-testid="stSidebar"] { width: 15rem !important; min-width: 15rem !important; }
+  [data-testid="stMainBlockContainer"] { padding-left: 1rem; padding-right: 1rem; }
+}
+</style>
+"""
+
+
+def style() -> None:
+    """The app's few style rules (button colours, wrapping at narrow widths)."""
+    st.html(_CSS)
 
 
 # ---------------------------------------------------------------------------
@@ -61,138 +97,111 @@ def header(active: services.ActiveDetector | None, who: services.Identity | None
 
 
 # ---------------------------------------------------------------------------
-# analysis cache (per session)
-# ---------------------------------------------------------------------------
-@dataclass
-class Evidence:
-    """One analysed image and the explanations computed for it so far."""
-
-    analysis: Any  #: core.scoring.analysis.Analysis
-    model_sha256: str
-    name: str
-    data_sha256: str
-    elapsed_ms: float
-    extras: dict[str, Any] = field(default_factory=dict)  #: gradcam result, crops, ...
-
-
-def _cache() -> "OrderedDict[tuple[str, str], Evidence]":
-    cache = st.session_state.get("_evidence_cache")
-    if cache is None:
-        cache = st.session_state["_evidence_cache"] = OrderedDict()
-    return cache
-
-
-def cached_evidence(data_sha256: str, model_sha256: str) -> Evidence | None:
-    ev = _cache().get((data_sha256, model_sha256))
-    if ev is not None:
-        _cache().move_to_end((data_sha256, model_sha256))
-    return ev
-
-
-def remember(ev: Evidence) -> Evidence:
-    cache = _cache()
-    cache[(ev.data_sha256, ev.model_sha256)] = ev
-    while len(cache) > SESSION_CACHE:
-        cache.popitem(last=False)
-    return ev
-
-
-def analyse(detector: Any, data: bytes, name: str, data_sha256: str) -> Evidence:
-    """Run (or reuse) ``core.scoring.analysis.analyse`` on these bytes with this detector."""
-    model_sha = detector.checkpoint.sha256 or ""
-    ev = cached_evidence(data_sha256, model_sha)
-    if ev is not None:
-        return ev
-    from core.scoring.analysis import analyse as _analyse
-
-    t0 = time.perf_counter()
-    analysis = _analyse(detector, data, name=name)
-    return remember(Evidence(analysis=analysis, model_sha256=model_sha, name=name, data_sha256=data_sha256,
-                             elapsed_ms=(time.perf_counter() - t0) * 1e3))
-
-
-# ---------------------------------------------------------------------------
 # verdict
 # ---------------------------------------------------------------------------
-def _tiers_of(analysis: Any, detector: Any) -> dict[str, Any] | None:
-    """The thresholds the policy applied (its defaults when the model has no tiers)."""
-    decision = getattr(analysis, "decision", None)
-    for source in (getattr(decision, "thresholds", None), getattr(detector.checkpoint, "tiers", None)):
-        if source:
-            return dict(source)
+def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: str | None = None) -> None:
+    """Tier with its reasons, calibrated probability, the thresholds that decided it, and whose item it is."""
+    colour, text, icon = TIER_STYLE.get(ev.tier, ("gray", ev.tier, ":material/help:"))
+    tiers = ev.decision.get("thresholds") or {}
+    with st.container(border=True, key=f"{key}-verdict"):
+        a, b = st.columns([1.2, 1.0])
+        with a:
+            st.caption("Verdict" + (" (provisional)" if pending else ""))
+            st.markdown(f"### :{colour}[{icon} {text}]")
+            st.caption(f"{ev.name} · `{ev.sha256[:12]}`")
+        with b:
+            what = "calibrated probability of fake" if ev.calibrated else "probability of fake (uncalibrated sigmoid)"
+            st.metric("P(fake)", f"{ev.probability:.1%}", help=what)
+            st.caption(f"logit {ev.logit:+.3f} · {'calibrated' if ev.calibrated else 'uncalibrated'}")
+        if tiers:
+            st.markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
+                        f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
+        if pending:
+            st.caption(":material/hourglass_top: Checking faces, quality and metadata… they can only move the "
+                       "tier to review.")
+        if ev.decision.get("changed_by_guardrails"):
+            base = TIER_STYLE.get(ev.decision.get("base_tier"), ("", ev.decision.get("base_tier"), ""))[1]
+            st.markdown(f"The score alone says **{base}**; the guardrails changed it to **{text}**.")
+        reasons = ev.reasons
+        if reasons:
+            st.markdown("\n".join(f"- {r}" for r in reasons))
+        if stale_note:
+            st.caption(stale_note)
+
+
+# ---------------------------------------------------------------------------
+# the picture, beside the verdict
+# ---------------------------------------------------------------------------
+def _gradcam_grid(ev: Evidence) -> tuple[Any, str] | None:
+    target = "fake" if ev.probability >= 0.5 else "real"
+    if ev.head_bias is not None:
+        return explain.gradcam_grid_from_patch_map(ev.patch_logits, ev.head_bias, target), target
+    if ev.gradcam_grid is not None:
+        return ev.gradcam_grid, ev.gradcam_target or target
     return None
 
 
-def verdict_card(ev: Evidence, detector: Any, *, key: str) -> None:
-    """Tier with its reasons, calibrated probability, the thresholds that decided it."""
-    a = ev.analysis
-    score, decision = a.score, a.decision
-    colour, text, icon = TIER_STYLE.get(decision.tier, ("gray", str(decision.tier), ":material/help:"))
-    tiers = _tiers_of(a, detector)
-    with st.container(border=True, key=f"{key}-verdict"):
-        left, mid, right = st.columns([1.1, 1.0, 2.0])
-        with left:
-            st.caption("Verdict")
-            st.markdown(f"### :{colour}[{icon} {text}]")
-            st.caption(ev.name)
-        with mid:
-            what = "calibrated probability of fake" if score.calibrated else "probability of fake (uncalibrated sigmoid)"
-            st.metric("P(fake)", f"{score.probability:.1%}", help=what)
-            st.caption(f"logit {score.logit:+.3f} · {'calibrated' if score.calibrated else 'uncalibrated'}")
-        with right:
-            if tiers:
-                st.markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
-                            f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
-            if getattr(decision, "changed_by_guardrails", False):
-                base = TIER_STYLE.get(decision.base_tier, ("", decision.base_tier, ""))[1]
-                st.markdown(f"The score alone says **{base}**; the guardrails changed it to **{text}**.")
-            reasons = list(getattr(decision, "reasons", []) or [])
-            if reasons:
-                st.markdown("\n".join(f"- {r}" for r in reasons))
-            else:
-                st.caption("No further reasons.")
+def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
+               compute_gradcam: Callable[[], Evidence] | None = None) -> None:
+    """The image itself with a switch between heatmap overlay, GradCAM and the plain picture;
+    the most-fake patches are numbered on it (the same numbers as the crops below)."""
+    if image is None:
+        st.info("The image bytes are not stored for this item; the evidence below comes from the stored scoring.")
+        return
+    c1, c2, c3 = st.columns([2.2, 1.2, 1.2])
+    view = c1.segmented_control("Show", VIEWS, default=VIEWS[0], key=f"{key}-view", label_visibility="collapsed")
+    view = view or VIEWS[0]
+    coarse = c2.toggle(f"Coarser ({COARSE_BLOCK}×{COARSE_BLOCK})", key=f"{key}-coarse",
+                       help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean; the image "
+                            "logit is still the mean of all patches.")
+    marks = c3.toggle("Numbers", value=True, key=f"{key}-marks", help="Number the most-fake patches on the image.")
+    with st.popover("Heatmap scale", width="content"):
+        opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
+        limit = st.select_slider("Colour range (± patch logit; the same on every image)",
+                                 options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
+                                 key=f"{key}-limit")
+    geometry = ev.patch_geometry
+    h, w = ev.patch_logits.shape
+    if view == "Heatmap":
+        pm = explain.coarsen(ev.patch_logits, COARSE_BLOCK) if coarse else ev.patch_logits
+        shown = explain.heatmap_overlay(image, pm, geometry, ev.model_input_hw, limit=float(limit),
+                                        opacity=float(opacity))
+        caption = (f"Patch logits over the image ({h}×{w} patches"
+                   + (f", shown as means of {COARSE_BLOCK}×{COARSE_BLOCK} blocks" if coarse else "")
+                   + "; the image logit is their mean)")
+        alt = "patch heatmap"
+    elif view == "GradCAM":
+        got = _gradcam_grid(ev)
+        if got is None and compute_gradcam is not None:
+            with st.spinner("Computing GradCAM (one backward pass)…"):
+                ev = compute_gradcam()
+            got = _gradcam_grid(ev)
+        if got is None:
+            st.caption("GradCAM needs a model pass for this model; re-score the item with the active model.")
+            shown, caption, alt = explain.fit_display(image), "The image", "image"
+        else:
+            grid, target = got
+            shown = explain.cam_overlay(image, grid, geometry, ev.model_input_hw)
+            caption = (f"GradCAM for the predicted class ({target}) at {ev.gradcam_layer or 'the default layer'}; "
+                       "normalised per image, unlike the heatmap's fixed scale")
+            alt = "gradcam overlay"
+    else:
+        shown, caption, alt = explain.fit_display(image), f"{ev.name} as uploaded", "the image"
+    if marks and ev.top_patches:
+        shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
+    st.image(shown, caption=caption, alt=alt, width=IMAGE_WIDTH)
+    if view == "Heatmap":
+        st.image(explain.colour_legend(float(limit)), alt="heatmap colour scale")
 
 
 # ---------------------------------------------------------------------------
-# evidence panel
+# details below
 # ---------------------------------------------------------------------------
-def heatmap_panel(ev: Evidence, detector: Any, *, key: str) -> None:
-    score, image = ev.analysis.score, ev.analysis.decoded.image
-    c1, c2 = st.columns(2)
-    opacity = c1.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
-    limit = c2.select_slider("Colour range (± patch logit; the same on every image)",
-                             options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
-                             key=f"{key}-limit")
-    overlay = explain.heatmap_for_score(image, score, detector.geometry, limit=float(limit), opacity=float(opacity))
-    st.image(overlay, caption=f"Patch logits over the image ({score.patch_map_shape[0]}×{score.patch_map_shape[1]} "
-                              f"patches; the image logit is their mean)", alt="patch heatmap", width="stretch")
-    st.image(explain.colour_legend(float(limit)), alt="heatmap colour scale")
-
-
-def gradcam_panel(ev: Evidence, detector: Any, *, key: str, enabled: bool) -> None:
-    if not enabled:
-        st.caption("GradCAM is off.")
+def top_patches_panel(ev: Evidence, image: Image.Image | None) -> None:
+    if image is None or not ev.top_patches:
+        st.caption("No patches." if not ev.top_patches else "The image is not stored; no crops.")
         return
-    res = ev.extras.get("gradcam")
-    if res is None:
-        predicted = "fake" if ev.analysis.score.probability >= 0.5 else "real"  # the calibrated prediction
-        with st.spinner("Computing GradCAM…"):
-            res = explain.gradcam_for_detector(detector, ev.analysis.decoded, target=predicted)
-        ev.extras["gradcam"] = res
-    st.image(res.overlay, caption=f"GradCAM for the predicted class ({res.target}) at {res.layer}, "
-                                  f"{res.elapsed_ms:.0f} ms", alt="gradcam overlay", width="stretch")
-    st.caption("Normalised per image (as GradCAM always is), unlike the heatmap's fixed scale. At the last "
-               "layer it shows where the patch logits push towards the predicted class.")
-
-
-def top_patches_panel(ev: Evidence) -> None:
-    score, image = ev.analysis.score, ev.analysis.decoded.image
-    crops = ev.extras.get("crops")
-    if crops is None:
-        crops = ev.extras["crops"] = explain.top_patch_crops(image, score.top_patches)
-    if not crops:
-        st.caption("No patches.")
-        return
+    crops = explain.top_patch_crops(image, ev.top_patches)
     cols = st.columns(len(crops))
     for col, crop in zip(cols, crops):
         x0, y0, x1, y1 = crop.box
@@ -201,118 +210,124 @@ def top_patches_panel(ev: Evidence) -> None:
 
 
 def poolings_panel(ev: Evidence) -> None:
-    pool = ev.analysis.score.poolings
+    pool = ev.poolings
+    st.caption("The model's score is the **mean** of all patch logits. Max and top-k are shown only to tell "
+               "whether a small region drives it; they are not probabilities of the image and are not calibrated.")
     rows = [
-        {"pooling": "mean (the model's image logit)", "logit": pool["mean"]},
-        {"pooling": "max patch", "logit": pool["max"]},
-        {"pooling": f"top-k mean (k={int(pool.get('topk_k', 0))})", "logit": pool["topk_mean"]},
+        {"pooling": "mean (the model's image logit)", "logit": pool.get("mean", ev.logit)},
+        {"pooling": "max patch", "logit": pool.get("max", math.nan)},
+        {"pooling": f"top-k mean (k={int(pool.get('topk_k', 0))})", "logit": pool.get("topk_mean", math.nan)},
     ]
     for r in rows:
-        r["sigmoid"] = 1 / (1 + math.exp(-max(-700.0, min(700.0, r["logit"]))))
+        r["sigmoid"] = 1 / (1 + math.exp(-max(-700.0, min(700.0, r["logit"])))) if math.isfinite(r["logit"]) else None
     st.dataframe(rows, hide_index=True, width="stretch", column_config={
         "pooling": st.column_config.TextColumn(width="medium"),
         "logit": st.column_config.NumberColumn(format="%+.3f", width="small"),
-        "sigmoid": st.column_config.NumberColumn(format="%.3f", width="small")})
-    st.caption("Sigmoid of each pooled logit, uncalibrated: calibration applies to the mean only. Max and top-k "
-               "show whether a small region drives the score.")
+        "sigmoid": st.column_config.NumberColumn("sigmoid (uncalibrated)", format="%.3f", width="small")})
 
 
-def guardrail_panel(ev: Evidence) -> None:
-    """Faces with their own scores, image quality and metadata evidence (``core.scoring.guardrails``)."""
-    report = getattr(ev.analysis, "guardrails", None)
+def guardrail_panel(ev: Evidence, image: Image.Image | None) -> None:
+    """Faces with their own scores, image quality and metadata evidence, from the stored report."""
+    report = ev.guardrails
     if report is None:
-        st.caption("Guardrails were not run.")
+        st.caption("Guardrails have not run yet.")
         return
-    image = ev.analysis.decoded.image
-    hi = float((getattr(ev.analysis.decision, "thresholds", None) or {}).get("fake_at_or_above", 0.5))
+    hi = float((ev.decision.get("thresholds") or {}).get("fake_at_or_above", 0.5))
+    faces = report.get("faces") or []
     c1, c2 = st.columns([3, 2])
     with c1:
-        if report.faces:
-            boxes = []
-            for i, f in enumerate(report.faces, 1):
-                text = f"face {i}: " + (f"P(fake) {f.score:.2f}" if f.score is not None else "not scored")
-                colour = (214, 39, 40) if (f.score is not None and f.score >= hi) else (26, 127, 55)
-                boxes.append(explain.LabelledBox(tuple(int(v) for v in f.box), text, colour))
-            st.image(explain.draw_boxes(image, boxes), alt="faces", width="stretch",
-                     caption=f"{len(report.faces)} face(s); each crop is scored on its own by the same model")
-            st.dataframe([{"face": i, "P(fake)": f.score, "logit": f.logit, "detection": f.confidence,
-                           "found by": f.pass_name, "box": str(tuple(f.box))}
-                          for i, f in enumerate(report.faces, 1)], hide_index=True,
+        if faces:
+            if image is not None:
+                boxes = []
+                for i, f in enumerate(faces, 1):
+                    sc = f.get("score")
+                    text = f"face {i}: " + (f"P(fake) {sc:.2f}" if sc is not None else "not scored")
+                    colour = (194, 87, 12) if (sc is not None and sc >= hi) else (31, 95, 168)
+                    boxes.append(explain.LabelledBox(tuple(int(v) for v in f["box"]), text, colour))
+                st.image(explain.draw_boxes(image, boxes), alt="faces", width=IMAGE_WIDTH,
+                         caption=f"{len(faces)} face(s); each crop is scored on its own by the same model")
+            st.dataframe([{"face": i, "P(fake)": f.get("score"), "logit": f.get("logit"),
+                           "detection": f.get("confidence"), "found by": f.get("pass"), "box": str(tuple(f["box"]))}
+                          for i, f in enumerate(faces, 1)], hide_index=True,
                          column_config={"P(fake)": st.column_config.NumberColumn(format="%.3f"),
                                         "logit": st.column_config.NumberColumn(format="%+.2f"),
                                         "detection": st.column_config.NumberColumn(format="%.2f")})
         else:
             st.caption("No face found: the verdict is about the whole image.")
     with c2:
-        q = report.quality
-        st.markdown("**Quality**")
+        q = report.get("quality") or {}
         flag = lambda bad: " ⚠" if bad else ""  # noqa: E731
-        lines = [f"- Sharpness (blur measure): **{q.blur:.0f}**{flag(q.blurry)}",
-                 "- JPEG quality: " + (f"**{q.jpeg_quality:.0f}**{flag(q.low_jpeg_quality)}"
-                                       if q.jpeg_quality is not None else "not a JPEG"),
-                 f"- Resolution: **{q.width}×{q.height}**"
-                 + (f" (model input {q.model_input[1]}×{q.model_input[0]})" if q.model_input else "")
-                 + (" — upscaled for the model" if q.upscaled else "")
-                 + (" — too small to judge" if q.too_small and not q.heavily_upscaled else "")
-                 + flag(q.heavily_upscaled or q.too_small)]
-        lines += [f"- Screenshot hint: {h}" for h in q.screenshot_hints]
+        w, h = (q.get("effective_resolution") or ev.image_size or (0, 0))[:2]
+        mi = q.get("model_input")
+        st.markdown("**Quality**")
+        lines = [f"- Sharpness (blur measure): **{float(q.get('blur', report.get('blur', 0.0))):.0f}**"
+                 f"{flag(q.get('blurry'))}",
+                 "- JPEG quality: " + (f"**{float(q['jpeg_quality']):.0f}**{flag(q.get('low_jpeg_quality'))}"
+                                       if q.get("jpeg_quality") is not None else "not a JPEG"),
+                 f"- Resolution: **{w}×{h}**" + (f" (model input {mi[1]}×{mi[0]})" if mi else "")
+                 + (" — upscaled for the model" if q.get("upscaled") else "")
+                 + (" — too small to judge" if q.get("too_small") and not q.get("heavily_upscaled") else "")
+                 + flag(q.get("heavily_upscaled") or q.get("too_small"))]
+        lines += [f"- Screenshot hint: {hint}" for hint in q.get("screenshot_hints") or []]
         st.markdown("\n".join(lines))
+        meta = report.get("metadata") or {}
         st.markdown("**Metadata evidence**")
-        st.markdown("\n".join(f"- {line}" for line in report.metadata.evidence()))
-        raw = report.metadata.to_json()
-        if raw.get("exif") or raw.get("text_chunks") or raw.get("xmp_hints"):
+        st.markdown("\n".join(f"- {line}" for line in meta.get("evidence") or ["No metadata evidence."]))
+        if meta.get("exif") or meta.get("text_chunks") or meta.get("xmp_hints"):
             with st.popover("Raw metadata"):
-                st.json({k: raw[k] for k in ("exif", "text_chunks", "xmp_hints", "c2pa")}, expanded=True)
+                st.json({k: meta.get(k) for k in ("exif", "text_chunks", "xmp_hints", "c2pa")}, expanded=True)
 
 
-def timings_panel(ev: Evidence) -> None:
-    t = dict(ev.analysis.score.timings_ms)
-    t.update(getattr(ev.analysis, "timings_ms", None) or {})
-    report = getattr(ev.analysis, "guardrails", None)
-    for k, v in (getattr(report, "timings_ms", None) or {}).items():
+def timings_panel(ev: Evidence, render_ms: float | None = None) -> None:
+    t = dict(ev.timings_ms)
+    for k, v in ((ev.guardrails or {}).get("timings_ms") or {}).items():
         t[f"guardrails: {k}"] = v
-    if "gradcam" in ev.extras:
-        t["gradcam"] = ev.extras["gradcam"].elapsed_ms
-    t["analysis (end to end)"] = ev.elapsed_ms
+    if render_ms is not None:
+        t["shown from the store (this page)"] = render_ms
     st.dataframe([{"step": k, "ms": float(v)} for k, v in t.items()], hide_index=True,
                  column_config={"ms": st.column_config.NumberColumn(format="%.1f")})
 
 
-def evidence(ev: Evidence, detector: Any, *, key: str, gradcam: bool = True) -> None:
-    """The whole evidence panel below a verdict card."""
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Patch heatmap**")
-        heatmap_panel(ev, detector, key=key)
-    with right:
-        st.markdown("**GradCAM**")
-        cam_slot = st.container()
-    st.markdown("**Most-fake patches**")
-    top_patches_panel(ev)
-    p1, p2 = st.columns([2, 3])
-    with p1:
-        st.markdown("**Pooling comparison**")
+def details(ev: Evidence, image: Image.Image | None, *, key: str, render_ms: float | None = None) -> None:
+    """Everything below the image and verdict: numbered crops, guardrails, poolings, timings."""
+    st.markdown("**Most-fake patches** (numbered as on the image)")
+    top_patches_panel(ev, image)
+    with st.expander("Guardrails: faces, quality, metadata", expanded=True):
+        guardrail_panel(ev, image)
+    with st.expander("Poolings: why the max patch can say 1.000 while P(fake) is lower"):
         poolings_panel(ev)
-    with p2:
-        with st.expander("Guardrails: faces, quality, metadata", expanded=True):
-            guardrail_panel(ev)
-    with cam_slot:  # last: the slowest part, so everything above is already on screen
-        gradcam_panel(ev, detector, key=key, enabled=gradcam)
     with st.expander("Timings"):
-        timings_panel(ev)
+        timings_panel(ev, render_ms)
+
+
+def thumbnail_uri(data: bytes | None, side: int = 56) -> str | None:
+    """A small PNG data URI of an image (for lists of decisions)."""
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (side * 2, side * 2))
+            thumb = img.convert("RGB")
+            thumb.thumbnail((side, side))
+            buf = io.BytesIO()
+            thumb.save(buf, "PNG")
+    except Exception:  # noqa: BLE001 - a list entry without a picture is fine
+        return None
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------------------
 # labelling controls
 # ---------------------------------------------------------------------------
-def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts: bool = False,
-                   extra: list[tuple[str, str, str | None, Callable[[str], None]]] | None = None,
+def label_controls(*, key: str, on_label: Callable[..., None], args: tuple[Any, ...] = (),
+                   shortcuts: bool = False,
+                   extra: list[tuple[str, str, str | None, Callable[..., None]]] | None = None,
                    disabled: bool = False) -> None:
     """Real / Fake / Unsure buttons (plus ``extra`` buttons) with a note field.
 
-    Clicks run as callbacks before the next render: ``on_label(label, note)``;
-    ``extra`` items are ``(key, text, shortcut, callback(note))``. Streamlit shows each
-    keyboard shortcut on its button.
+    Clicks run as callbacks before the next render: ``on_label(*args, label, note)``; ``extra`` items
+    are ``(key, text, shortcut, callback(*args, note))``. ``args`` carries the item the buttons belong
+    to (its sha), so a click can only act on the item whose evidence was on screen.
     """
     note_key = f"{key}-note"
     st.text_input("Note (optional)", key=note_key, max_chars=2000, disabled=disabled)
@@ -321,14 +336,14 @@ def label_controls(*, key: str, on_label: Callable[[str, str], None], shortcuts:
         return str(st.session_state.get(note_key) or "")
 
     def _label(value: str) -> None:
-        on_label(value, _note())
+        on_label(*args, value, _note())
 
-    def _extra(callback: Callable[[str], None]) -> None:
-        callback(_note())
+    def _extra(callback: Callable[..., None]) -> None:
+        callback(*args, _note())
 
     cols = st.columns(len(LABEL_BUTTONS) + len(extra or []))
-    for col, (value, text, sc) in zip(cols, LABEL_BUTTONS):
-        col.button(text, key=f"{key}-{value}", on_click=_label, args=(value,),
+    for col, (value, text, sc, icon) in zip(cols, LABEL_BUTTONS):
+        col.button(text, key=f"{key}-{value}", on_click=_label, args=(value,), icon=icon,
                    shortcut=sc if shortcuts else None, disabled=disabled,
                    type="primary" if value != "unsure" else "secondary", width="stretch")
     for col, (bkey, text, sc, callback) in zip(cols[len(LABEL_BUTTONS):], extra or []):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.scoring.detector import Detector, ScoreResult
 from core.imageio import DecodedImage, ImageSource
+from core.model.preprocess import ModelInput
 from core.scoring.guardrails import GuardrailReport, run_guardrails
 from core.scoring.policy import Decision, decide
 
@@ -45,12 +46,15 @@ class Analysis:
 
 
 def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str | None = None,
-            guardrails: bool = True, top_k: int = 5) -> Analysis:
-    """Score an image, run the guardrails (faces scored by the same detector) and decide its tier."""
+            guardrails: bool = True, top_k: int = 5, prepared: ModelInput | None = None) -> Analysis:
+    """Score an image, run the guardrails (faces scored by the same detector) and decide its tier.
+
+    ``prepared`` (``detector.prepare(decoded)``) lets a caller that keeps the model input (GradCAM)
+    preprocess once."""
     decoded = source if isinstance(source, DecodedImage) else detector.decode(source)
     if name is None and not isinstance(source, (bytes, bytearray, memoryview, DecodedImage)):
         name = str(source)
-    score = detector.score(decoded, name=name or "upload", top_k=top_k)
+    score = detector.score(decoded, name=name or "upload", top_k=top_k, prepared=prepared)
     t0 = time.perf_counter()
     report = run_guardrails(decoded, detector, model_input_size=tuple(score.image["model_input"])) if guardrails else None
     t1 = time.perf_counter()

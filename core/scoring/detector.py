@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.model.checkpoint import Checkpoint, load_checkpoint
-from core.errors import DetectorError
+from core.errors import DetectorError, ImageTooSmallError
 from core.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, decode_image
 from core.model.models import PatchGeometry
 from core.paths import default_model_path
@@ -164,7 +164,17 @@ class Detector:
         return decode_image(source, max_pixels=self.max_pixels, exif_policy=self.spec.exif_policy)
 
     def prepare(self, source: ImageSource | DecodedImage) -> ModelInput:
-        return to_model_input(source, self.spec, max_pixels=self.max_pixels)
+        """The model input for an image; refuses (typed) one thinner than a single patch after resizing."""
+        model_input = to_model_input(source, self.spec, max_pixels=self.max_pixels)
+        h, w = (int(v) for v in model_input.tensor.shape[-2:])
+        need = int(self.geometry.size)
+        if min(h, w) < need:
+            d = model_input.decoded
+            raise ImageTooSmallError(
+                f"This image is too thin or too small to analyse: {d.width}×{d.height} px becomes {w}×{h} px "
+                f"for the model, which needs at least {need} px on each side (one {need}×{need} patch). "
+                "Upload a larger or less elongated version, or crop the part you want judged.")
+        return model_input
 
     def patch_map(self, tensor: torch.Tensor) -> np.ndarray:
         """N×3×H×W → N×H'×W' patch logits (float32 numpy)."""
@@ -186,11 +196,17 @@ class Detector:
         return np.asarray(sigmoid(logits)), False
 
     # -- the whole call --------------------------------------------------
-    def score(self, source: ImageSource | DecodedImage, *, name: str | None = None, top_k: int = 5) -> ScoreResult:
+    def score(self, source: ImageSource | DecodedImage, *, name: str | None = None, top_k: int = 5,
+              prepared: ModelInput | None = None) -> ScoreResult:
+        """Score an image; ``prepared`` (this image's :meth:`prepare` output) skips preprocessing, so a
+        caller that also needs the tensor (GradCAM) preprocesses once."""
         t0 = time.perf_counter()
-        decoded = source if isinstance(source, DecodedImage) else self.decode(source)
+        if prepared is not None:
+            decoded = prepared.decoded
+        else:
+            decoded = source if isinstance(source, DecodedImage) else self.decode(source)
         t1 = time.perf_counter()
-        model_input = self.prepare(decoded)
+        model_input = prepared if prepared is not None else self.prepare(decoded)
         t2 = time.perf_counter()
         patch = self.patch_map(model_input.tensor)[0]
         t3 = time.perf_counter()

@@ -366,12 +366,92 @@ def warm_up(model: nn.Module, size: int = 64) -> None:
     gradcam(net, x, Image.new("RGB", (size, size)), target="fake", max_side=size)
 
 
-def gradcam_for_detector(detector: Any, decoded: Any, **kwargs: Any) -> GradCamResult:
+def gradcam_for_detector(detector: Any, decoded: Any, *, prepared: Any = None, **kwargs: Any) -> GradCamResult:
     """:func:`gradcam` for a :class:`~core.scoring.detector.Detector` and a decoded image
-    (on :func:`gradcam_network` of ``detector.model``)."""
-    model_input = detector.prepare(decoded)
+    (on :func:`gradcam_network` of ``detector.model``). ``prepared`` is the model input the scoring
+    already made (``detector.prepare(decoded)``): passing it avoids preprocessing the image again."""
+    model_input = prepared if prepared is not None else detector.prepare(decoded)
     tensor = model_input.tensor.contiguous(memory_format=torch.channels_last)
     return gradcam(gradcam_network(detector.model), tensor, decoded.image, **kwargs)
+
+
+def default_layer_is_patch_grid(model: nn.Module) -> bool:
+    """True when GradCAM at the default layer is a function of the patch map (LaDeDa: ``layer4[-1]``
+    feeds the linear head directly, see the module docstring)."""
+    return isinstance(model, LaDeDa)
+
+
+def gradcam_grid_from_patch_map(patch_logits: np.ndarray, head_bias: float, target: str) -> np.ndarray:
+    """GradCAM at LaDeDa's default layer, from the patch map alone (no model pass).
+
+    The head is linear and the image logit is a mean, so the channel weights are ``±fc.weight/(H'W')``
+    and the CAM is ``ReLU(±(patch_logit − fc.bias))``; scaled to [0, 1] exactly as pytorch-grad-cam
+    does (minus the minimum, over the maximum).
+    """
+    if target not in ("fake", "real"):
+        raise ValueError("target must be 'fake' or 'real'")
+    sign = 1.0 if target == "fake" else -1.0
+    cam = np.maximum(sign * (np.asarray(patch_logits, dtype=np.float32) - np.float32(head_bias)), 0.0)
+    cam = cam - cam.min()
+    return (cam / (1e-7 + cam.max())).astype(np.float32)
+
+
+def cam_overlay(image: Image.Image, grid: np.ndarray, geometry: PatchGeometry, input_hw: Sequence[int], *,
+                opacity: float = 0.5, max_side: int | None = DEFAULT_MAX_SIDE) -> Image.Image:
+    """A CAM grid (patch resolution, [0, 1]) drawn over the display-sized image as :func:`gradcam` draws it."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    base = fit_display(image, max_side)
+    cam, covered = patch_map_to_pixels(grid, geometry, input_hw, base.size, mode="bilinear")
+    cam = np.clip(np.where(covered, cam, 0.0), 0.0, 1.0).astype(np.float32)
+    rgb = np.asarray(base, dtype=np.float32) / 255.0
+    return Image.fromarray(show_cam_on_image(rgb, cam, use_rgb=True, image_weight=1.0 - float(opacity)), "RGB")
+
+
+def coarsen(patch_logits: np.ndarray, block: int = 4) -> np.ndarray:
+    """The patch map with every patch replaced by the mean of its ``block``×``block`` block.
+
+    Why: at 80–95 patches per side the full-resolution heatmap reads as speckle. Each block keeps
+    its patches' sum, so the mean of the coarse map is still the image logit (blocks at the
+    bottom/right edge are smaller and average only the patches they hold).
+    """
+    if block < 1:
+        raise ValueError("block must be at least 1")
+    pm = np.asarray(patch_logits, dtype=np.float64)
+    h, w = pm.shape
+    out = np.empty_like(pm)
+    for y in range(0, h, block):
+        for x in range(0, w, block):
+            out[y:y + block, x:x + block] = pm[y:y + block, x:x + block].mean()
+    return out.astype(np.float32)
+
+
+def draw_numbered(image: Image.Image, boxes: Sequence[Box], *, source_size: Sequence[int],
+                  max_side: int | None = DEFAULT_MAX_SIDE,
+                  colour: tuple[int, int, int] = (255, 214, 0)) -> Image.Image:
+    """Outline and number boxes given in ``source_size`` (width, height) pixels on a display copy of
+    ``image``. A dark halo keeps the marks readable on any background; each mark is at least 14 px,
+    so a 9-pixel patch is visible on a large photo."""
+    base = fit_display(image, max_side)
+    sx, sy = base.width / float(source_size[0]), base.height / float(source_size[1])
+    draw = ImageDraw.Draw(base)
+    font = _font(max(12, round(max(base.size) / 55)))
+    for rank, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+        cx, cy = (x0 + x1) / 2 * sx, (y0 + y1) / 2 * sy
+        half = max(7.0, (x1 - x0) * sx / 2, (y1 - y0) * sy / 2)
+        rect = [cx - half, cy - half, cx + half, cy + half]
+        draw.rectangle(rect, outline=(0, 0, 0), width=4)
+        draw.rectangle(rect, outline=colour, width=2)
+        text = str(rank)
+        tw = draw.textlength(text, font=font)
+        th = getattr(font, "size", 11)
+        tx, ty = rect[2] + 2, rect[1] - th - 2
+        if tx + tw + 4 > base.width:
+            tx = rect[0] - tw - 6
+        ty = max(0, ty)
+        draw.rectangle([tx, ty, tx + tw + 4, ty + th + 3], fill=(0, 0, 0))
+        draw.text((tx + 2, ty), text, fill=colour, font=font)
+    return base
 
 
 # ---------------------------------------------------------------------------

@@ -1,14 +1,23 @@
-"""Inspect: upload one image and see the verdict with all of its evidence,
-then send it to review or label it now."""
+"""Inspect: upload one image and see it beside its verdict, then the rest of the evidence;
+send it to review or label it now.
+
+The upload goes through ``core.review.actions.submit`` (the same door as the
+command line): the verdict is drawn after decode and one model pass; faces,
+quality and metadata fill in right after and may move the tier to review;
+the scoring and its evidence are then stored, so a re-upload of the same
+bytes is answered from the store without running the model.
+"""
 from __future__ import annotations
 
-import hashlib
+import time
 
 import streamlit as st
 
+from core.review.actions import decide, submit as submit_mod
 from dashboard import services, widgets
 
 PAGE = "inspect"
+STATE = "inspect-current"  # {"file_id", "model", "sub"}
 #: What the uploader accepts (GIF: the first frame is analysed).
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 
@@ -21,58 +30,94 @@ det = active.detector
 store = services.store()
 who = services.identity()
 
-c = st.columns([4, 1])
-upload = c[0].file_uploader("Upload an image (JPEG, PNG, WebP, BMP, TIFF, GIF first frame)", type=UPLOAD_TYPES,
-                            key="inspect-upload")
-gradcam_on = c[1].toggle("GradCAM", value=True, key="inspect-gradcam",
-                         help="GradCAM needs a backward pass through the network; turn it off for speed.")
+
+def _new_upload() -> None:
+    """A new file replaces the previous one's result, error and messages."""
+    st.session_state.pop(STATE, None)
+    st.session_state.get("_flash", {}).pop(PAGE, None)
+
+
+upload = st.file_uploader("Upload an image (JPEG, PNG, WebP, BMP, TIFF, GIF first frame)", type=UPLOAD_TYPES,
+                          key="inspect-upload", on_change=_new_upload)
 if upload is None:
     st.caption("The image is scored by the model in the sidebar; nothing is stored until the analysis succeeds.")
     st.stop()
 
-data = upload.getvalue()
-sha = hashlib.sha256(data).hexdigest()
-ev = None
-with services.guarded("analysing the image"):
-    ev = widgets.analyse(det, data, upload.name, sha)
-if ev is None:
-    st.stop()
+model_sha = det.checkpoint.sha256 or ""
+cur = st.session_state.get(STATE)
+if cur is not None and (cur["file_id"] != upload.file_id or cur["model"] != model_sha):
+    cur = None
+left, right = st.columns([3, 2], gap="medium")
+with right:
+    verdict_slot = st.empty()
+    status = st.empty()
+sub = cur["sub"] if cur else None
+if sub is None:
+    def _waiting(ahead: int) -> None:
+        status.info(f"Waiting for the model: {ahead} analysis{'es' if ahead != 1 else ''} ahead of yours "
+                    "(several analysts are scoring at once).", icon=":material/schedule:")
 
-widgets.verdict_card(ev, det, key="inspect")
+    with services.guarded("analysing the image", where=status):
+        with st.spinner("Scoring the image…"):
+            sub = submit_mod.submit(det, upload.getvalue(), upload.name, store, who.name if who else None,
+                                    bool(who and who.authenticated), defer=True, on_wait=_waiting)
+    if sub is None:
+        st.stop()
+    status.empty()
+    st.session_state[STATE] = {"file_id": upload.file_id, "model": model_sha, "sub": sub}
 
-recorded = st.session_state.setdefault("inspect-recorded", set())
-if (sha, ev.model_sha256) not in recorded:
-    with services.guarded("saving the scoring"):
-        services.record_analysis(store, ev.analysis, data, upload.name, who)
-        recorded.add((sha, ev.model_sha256))
+image = sub.decoded.image if sub.decoded is not None else None
+with verdict_slot.container():  # provisional until the guardrails ran (its own key: keys are unique per run)
+    widgets.verdict_card(sub.evidence, key="inspect-provisional" if sub.pending else "inspect", pending=sub.pending)
+with left:
+    widgets.image_view(sub.evidence, image, key="inspect",
+                       compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
+
+if sub.pending:  # second pass: guardrails, final tier, record, store the evidence
+    with services.guarded("checking faces, quality and metadata", where=status):
+        sub = submit_mod.finish(det, sub, store, uploader=who.name if who else None,
+                                authenticated=bool(who and who.authenticated),
+                                on_wait=lambda n: status.caption(f"Waiting for the model: {n} ahead…"))
+        st.session_state[STATE]["sub"] = sub
+    status.empty()
+    with verdict_slot.container():
+        widgets.verdict_card(sub.evidence, key="inspect", pending=sub.pending)
+sha = sub.sha256
 
 
-def _send_to_review() -> None:
+def _send_to_review(sha: str) -> None:
     ok, row = services.act(PAGE, "queueing the image", store.enqueue, sha, by=who.name, reason="sent from Inspect")
     if ok:
         services.flash("success", f"Queued for review (state: {row['state']}).", PAGE)
 
 
-def _label_now(value: str, note: str) -> None:
-    services.act(PAGE, "saving your label", store.label, sha, value, who.name, note=note or None,
-                 success=f"Labelled as {value}.")
+def _label_now(sha: str, value: str, note: str) -> None:
+    ok, out = services.act(PAGE, "saving your label", decide.label, store, sha, value, who.name,
+                           note=note or None, authenticated=who.authenticated)
+    if ok:
+        services.flash("success", out.message, PAGE)
 
 
-with st.container(border=True, key="inspect-actions"):
-    services.show_flashes(PAGE)
-    if who is None:
-        st.caption("Enter your name in the sidebar to send this image to review or label it.")
-    else:
-        item = store.item(sha)
-        state = (item.get("queue") or {}).get("state")
-        label = item.get("current_label")
-        st.caption(f"Review state: {state or 'not queued'}"
-                   + (f" · labelled {label['label']} by {label['reviewer']}" if label else ""))
-        a, b = st.columns([1, 4])
-        a.button("Send to review", key="inspect-send", width="stretch", on_click=_send_to_review)
-        with b:
-            widgets.label_controls(key=f"inspect-label-{sha[:12]}", on_label=_label_now)
+with right:
+    if sub.reused:
+        st.caption(":material/inventory_2: Already scored by this model: shown from the store, no model run.")
+    with st.container(border=True, key="inspect-actions"):
+        services.show_flashes(PAGE)
+        if who is None:
+            st.caption("Enter your name in the sidebar to send this image to review or label it.")
+        elif not sub.recorded:
+            st.caption("The scoring was not saved, so it cannot be queued or labelled yet.")
+        else:
+            item = store.item(sha)
+            state = (item.get("queue") or {}).get("state")
+            label = item.get("current_label")
+            st.caption(f"Review state: {state or 'not queued'}"
+                       + (f" · labelled {label['label']} by {label['reviewer']}" if label else ""))
+            st.button("Send to review", key="inspect-send", on_click=_send_to_review, args=(sha,),
+                      icon=":material/send:")
+            widgets.label_controls(key=f"inspect-label-{sha[:12]}", on_label=_label_now, args=(sha,))
 
-widgets.evidence(ev, det, key="inspect", gradcam=gradcam_on)
+t0 = time.perf_counter()
+widgets.details(sub.evidence, image, key="inspect")
 with st.container(key="inspect-done"):  # a marker the browser test and benchmark wait for
     st.caption(f"Analysis of {upload.name} complete.")

@@ -1,9 +1,13 @@
-"""Review: claim the most uncertain queued item, see the same evidence as
-Inspect, decide real / fake / unsure (or skip) with a note, undo the last
+"""Review: claim the most uncertain queued item, see its stored evidence (the image beside the
+verdict, as on Inspect), decide real / fake / unsure (or skip) with a note, undo the last
 decision. The lease is shown and renewed while the item is open.
 
-Buttons act in callbacks (before the page is drawn again), so what is shown
-is always the state after the action."""
+One item at a time: the evidence comes from the store (no model pass), the
+decision buttons are drawn only after that item's evidence and carry its sha
+in their callbacks, and the item's name is drawn with them, so a reviewer
+can never see one item's evidence under another item's buttons. Decisions go
+through ``core.review.actions.decide`` (the same rules as the command line).
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -11,6 +15,8 @@ import time
 
 import streamlit as st
 
+from core.imageio import decode_image
+from core.review.actions import decide, submit as submit_mod
 from dashboard import services, widgets
 
 PAGE = "review"
@@ -19,6 +25,8 @@ KEY = "review_current"  # {"sha": ..., "claimed_at": epoch seconds}
 st.title("Review queue")
 store = services.store()
 who = services.require_identity()
+active = st.session_state.get("active_detector")
+det = active.detector if active is not None else None
 
 stats = store.queue_stats()
 c = st.columns(3)
@@ -37,20 +45,19 @@ def _set_current(sha: str | None) -> None:
 
 
 def _claim() -> None:
-    ok, item = services.act(PAGE, "claiming the next item", store.claim_next, who.name)
-    if ok and item is not None:
-        _set_current(item["sha256"])
+    ok, out = services.act(PAGE, "claiming the next item", decide.claim, store, who.name)
+    if ok and out.sha256:
+        _set_current(out.sha256)
     elif ok:
+        _set_current(None)
         services.flash("info", "The queue is empty.", PAGE)
 
 
-def _undo(_note: str = "") -> None:
-    ok, res = services.act(PAGE, "undoing your last decision", store.undo_last, who.name)
+def _undo(*_args: str) -> None:
+    ok, out = services.act(PAGE, "undoing your last decision", decide.undo, store, who.name)
     if ok:
-        sha = res["undone"]["sha256"]
-        services.flash("success", f"Undid '{res['undone']['label']}' on {sha[:12]}… (now {res['queue_state']}).", PAGE)
-        if res.get("queue_state") == "leased":
-            _set_current(sha)
+        services.flash("success", out.message, PAGE)
+        _set_current(out.next_sha256)
 
 
 def _after_decision() -> None:
@@ -59,32 +66,34 @@ def _after_decision() -> None:
         _claim()
 
 
-def _label(value: str, note: str) -> None:
-    current = st.session_state.get(KEY)
-    if not current:
-        return
-    spent = max(0.0, time.time() - current["claimed_at"])
-    ok, _ = services.act(PAGE, "saving your decision", store.label, current["sha"], value, who.name,
-                         note=note or None, seconds_spent=spent, success=f"Labelled as {value}.")
+def _label(sha: str, value: str, note: str) -> None:
+    current = st.session_state.get(KEY) or {}
+    spent = max(0.0, time.time() - current["claimed_at"]) if current.get("sha") == sha else None
+    ok, out = services.act(PAGE, "saving your decision", decide.label, store, sha, value, who.name,
+                           note=note or None, seconds_spent=spent, authenticated=who.authenticated, leased=True)
     if ok:
+        services.flash("success", out.message, PAGE)
         _after_decision()
 
 
-def _skip(_note: str) -> None:
-    current = st.session_state.get(KEY)
-    if current:
-        ok, _ = services.act(PAGE, "skipping", store.skip, current["sha"], who.name,
-                             success="Skipped: the item went to the back of the queue.")
-        if ok:
-            _after_decision()
+def _skip(sha: str, _note: str) -> None:
+    ok, out = services.act(PAGE, "skipping", decide.skip, store, sha, who.name)
+    if ok:
+        services.flash("success", out.message, PAGE)
+        _after_decision()
 
 
-def _release(_note: str) -> None:
-    current = st.session_state.get(KEY)
-    if current:
-        services.act(PAGE, "releasing the item", store.release, current["sha"], who.name,
-                     success="Released the item back to the queue.")
-        _set_current(None)
+def _release(sha: str, _note: str) -> None:
+    ok, out = services.act(PAGE, "releasing the item", decide.release, store, sha, who.name)
+    if ok:
+        services.flash("success", out.message, PAGE)
+    _set_current(None)
+
+
+def _rescore(sha: str) -> None:
+    services.act(PAGE, "re-scoring with the active model", submit_mod.rescore, det, store, sha,
+                 uploader=who.name, authenticated=who.authenticated,
+                 success="Re-scored with the active model.")
 
 
 current = st.session_state.get(KEY)
@@ -97,22 +106,41 @@ if current is None:  # resume an item this reviewer still holds (page reload, ne
 services.show_flashes(PAGE)
 st.toggle("Claim the next item after each decision", value=True, key="review-auto-next")
 
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _thumb(sha: str) -> str | None:
+    return widgets.thumbnail_uri(store.image_bytes(sha))
+
+
+def _recent_decisions() -> None:
+    history = store.label_history(reviewer=who.name, limit=10)
+    if not history:
+        return
+    st.markdown("**Your recent decisions**")
+    rows = []
+    for h in history:
+        try:
+            name = store.item(h["sha256"]).get("name")
+        except Exception:  # noqa: BLE001 - an entry whose item vanished still lists
+            name = None
+        rows.append({"image": _thumb(h["sha256"]), "file": name or h["sha256"][:12], "kind": h["kind"],
+                     "label": h["label"], "note": h["note"], "at": h["created_at"]})
+    st.dataframe(rows, hide_index=True, key="review-history",
+                 column_config={"image": st.column_config.ImageColumn("image", width="small")})
+
+
 if current is None:
     b1, b2, _ = st.columns([1, 1, 3])
     b1.button("Claim next", shortcut="N", type="primary", key="review-claim", width="stretch", on_click=_claim)
     b2.button("Undo last", shortcut="Z", key="review-undo-idle", width="stretch", on_click=_undo)
-    history = store.label_history(reviewer=who.name, limit=10)
-    if history:
-        st.markdown("**Your recent decisions**")
-        st.dataframe([{k: h[k] for k in ("created_at", "kind", "label", "sha256", "note")} for h in history],
-                     hide_index=True)
+    _recent_decisions()
     st.stop()
 
 sha = current["sha"]
 item = store.item(sha)
 queue = item.get("queue") or {}
 if queue.get("state") != "leased" or queue.get("lease_reviewer") != who.name:
-    st.warning(f"Item {sha[:12]}… is no longer leased to you (state: {queue.get('state')}).")
+    st.warning(f"{item.get('name') or sha[:12]} is no longer leased to you (state: {queue.get('state')}).")
     _set_current(None)
     st.button("Back to the queue", key="review-back")
     st.stop()
@@ -135,33 +163,58 @@ def lease_box(sha: str, reviewer: str) -> None:
                    f"({left / 60:.0f} min left; renewed automatically while this item is open)")
 
 
-st.subheader(item["name"])
-st.caption(f"SHA-256 `{sha}` · queued because: {queue.get('reason') or '—'} · uploaded {item['uploaded_at']}")
-lease_box(sha, who.name)
+# The item's name, lease and decision buttons are drawn only after its evidence: until then their
+# places are empty, so nothing of this item appears above another item's (stale) evidence.
+t0 = time.perf_counter()
+head = st.empty()
+left, right = st.columns([3, 2], gap="medium")
+with right:
+    verdict_slot = st.empty()
+    actions_slot = st.empty()
 
-with st.container(border=True, key="review-actions"):
-    widgets.label_controls(key=f"review-{sha[:12]}", on_label=_label, shortcuts=True,
+ev, stale = submit_mod.evidence_for(store, det, sha)
+data = store.image_bytes(sha)
+image = None
+if data is not None:
+    with services.guarded("opening the image", where=left):
+        image = (det.decode(data) if det is not None else decode_image(data)).image
+if ev is None and data is not None and det is not None:  # queued without evidence (older versions, CLI)
+    with services.guarded("computing the evidence", where=verdict_slot):
+        with verdict_slot.container():
+            with st.spinner("This item has no stored evidence yet: scoring it once with the active model…"):
+                submit_mod.rescore(det, store, sha, uploader=who.name, authenticated=who.authenticated)
+        ev, stale = submit_mod.evidence_for(store, det, sha)
+
+if ev is None:
+    with verdict_slot.container():
+        st.warning("No evidence is stored for this item and it cannot be computed (no image bytes or no model); "
+                   "decide from the stored scoring.")
+        st.json(item.get("latest_scoring") or {})
+else:
+    note = None
+    if stale:
+        note = (f"Scored by model `{ev.model_sha256[:12]}` ({ev.model_label}, calibration "
+                f"{ev.calibration_version or 'none'}), not the active one.")
+    with verdict_slot.container():
+        widgets.verdict_card(ev, key="review", stale_note=note)
+        if stale and det is not None and data is not None:
+            st.button("Re-score with the active model", key=f"review-rescore-{sha[:12]}", on_click=_rescore,
+                      args=(sha,), icon=":material/refresh:")
+    with left:
+        widgets.image_view(ev, image, key="review")
+if item.get("storage") == "thumbnail":
+    right.info("Privacy mode: only a thumbnail is stored; the picture shown is the thumbnail.")
+render_ms = (time.perf_counter() - t0) * 1e3
+
+with head.container(key="review-item-head"):
+    st.subheader(item["name"])
+    st.caption(f"SHA-256 `{sha}` · queued because: {queue.get('reason') or '—'} · uploaded {item['uploaded_at']}")
+with actions_slot.container(border=True, key="review-actions"):
+    lease_box(sha, who.name)
+    widgets.label_controls(key=f"review-{sha[:12]}", on_label=_label, args=(sha,), shortcuts=True,
                            extra=[("skip", "Skip", "S", _skip), ("release", "Release", None, _release),
                                   ("undo", "Undo last", "Z", _undo)])
-
-active = st.session_state.get("active_detector")
-data = store.image_bytes(sha)
-if item.get("storage") == "thumbnail":
-    st.info("Privacy mode: only a thumbnail is stored, so the evidence below is computed on the thumbnail.")
-if data is None:
-    st.warning("The image bytes are not stored for this item; decide from the stored scoring.")
-    st.json(item.get("latest_scoring") or {})
-elif active is None:
-    st.info("No model is loaded, so the evidence cannot be computed; the sidebar says why.")
-else:
-    det = active.detector
-    ev = None
-    with services.guarded("analysing the image"):
-        ev = widgets.analyse(det, data, item["name"], sha)
-    if ev is not None:
-        widgets.verdict_card(ev, det, key="review")
-        stored = item.get("latest_scoring") or {}
-        if stored and stored.get("model_sha256") != det.checkpoint.sha256:
-            st.caption(f"When queued it was scored by model `{(stored.get('model_sha256') or '')[:12]}`: "
-                       f"P(fake) {stored.get('probability', float('nan')):.1%}, tier {stored.get('tier')}.")
-        widgets.evidence(ev, det, key="review", gradcam=st.toggle("GradCAM", value=True, key="review-gradcam"))
+if ev is not None:
+    widgets.details(ev, image, key="review", render_ms=render_ms)
+with st.container(key=f"review-evidence-done-{sha[:12]}"):  # marker for the browser benchmark
+    st.caption(f"Evidence of {item['name']} shown.")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -94,8 +94,25 @@ class FaceDetectorUnavailable(RuntimeError):
     """OpenCV lacks the cascade files (e.g. opencv-python 5.x)."""
 
 
-@lru_cache(maxsize=None)
+#: One set of cascades per thread: ``cv2.CascadeClassifier.detectMultiScale2`` keeps per-call scale
+#: data inside the object and is not thread-safe (Streamlit runs every session in its own thread; a
+#: shared cascade failed with ``getScaleData`` assertions under four concurrent sessions). Loading
+#: one is ~30 ms, once per thread.
+_LOCAL = threading.local()
+
+
 def _cascade(kind: str) -> "cv2.CascadeClassifier":
+    """This thread's cascade of ``kind`` (loaded on first use in the thread)."""
+    cache = getattr(_LOCAL, "cascades", None)
+    if cache is None:
+        cache = _LOCAL.cascades = {}
+    cascade = cache.get(kind)
+    if cascade is None:
+        cascade = cache[kind] = _load_cascade(kind)
+    return cascade
+
+
+def _load_cascade(kind: str) -> "cv2.CascadeClassifier":
     data = getattr(cv2, "data", None)
     if data is None or not hasattr(cv2, "CascadeClassifier"):
         raise FaceDetectorUnavailable(

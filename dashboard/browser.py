@@ -173,6 +173,12 @@ def set_toggle(page, key: str, on: bool, timeout_ms: int = 60_000) -> None:
         wait_idle(page, timeout_ms)
 
 
+def set_view(page, key: str, view: str, timeout_ms: int = 60_000) -> None:
+    """Pick the picture's view (``Heatmap``, ``GradCAM`` or ``Plain``) of the image viewer ``key``."""
+    page.locator(f".st-key-{key}-view").get_by_role("button", name=view, exact=True).click()
+    wait_idle(page, timeout_ms)
+
+
 def upload(page, path: str | os.PathLike) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
 

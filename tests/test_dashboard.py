@@ -184,26 +184,77 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     assert "Thresholds:" in text or "Verdict" in text
     metric = [m for m in at.metric if m.label == "P(fake)"][0]
     assert metric.value.endswith("%")
-    # heatmap (with its legend), GradCAM and the enlarged top patches are rendered
+    # the heatmap (with its legend) over the image, numbered top patches and their enlarged crops
     assert "Patch logits over the image" in text and "heatmap colour scale" in text
-    assert "GradCAM for the predicted class" in text
-    assert "#1 logit" in text and "top patch 5" in text
+    assert "#1 logit" in text and "top patch 5" in text and "numbered as on the image" in text
     assert any(t.key == "inspect-opacity" for t in at.slider)
     df_texts = " ".join(str(d.value) for d in at.dataframe)
     assert "mean (the model's image logit)" in df_texts and "max patch" in df_texts
+    assert "The model's score is the **mean** of all patch logits" in text  # the pooling table explained
     assert "forward" in df_texts  # timings
-    # scored once into the score log
+    # scored once into the score log, with its evidence stored
     store = _store(env)
     items = store.recent_items()
     assert len(items) == 1 and items[0]["name"] == "photo.png" and items[0]["logit"] is not None
-    # moving the opacity slider re-renders without re-scoring
+    # moving the opacity slider, the coarser view and the other views re-render without re-scoring
     at.slider(key="inspect-opacity").set_value(0.9)
     _ok(at.run())
-    assert len(store.item(items[0]["sha256"])["scorings"]) == 1
-    # turning GradCAM off
-    at.toggle(key="inspect-gradcam").set_value(False)
+    at.toggle(key="inspect-coarse").set_value(True)
     _ok(at.run())
-    assert "GradCAM is off." in _texts(at)
+    assert "means of 4×4 blocks" in _texts(at)
+    at.segmented_control(key="inspect-view").set_value("GradCAM")
+    _ok(at.run())
+    assert "GradCAM for the predicted class" in _texts(at)
+    at.segmented_control(key="inspect-view").set_value("Plain")
+    _ok(at.run())
+    assert "photo.png as uploaded" in _texts(at)
+    assert len(store.item(items[0]["sha256"])["scorings"]) == 1
+
+
+def test_inspect_reupload_is_shown_from_the_store(env):
+    at = _ok(_app().run())
+    _upload(at, "same.png", _png(21))
+    at2 = _ok(_app().run())  # another analyst, another session
+    _upload(at2, "same-again.png", _png(21))
+    assert "Already scored by this model: shown from the store" in _texts(at2)
+    store = _store(env)
+    assert len(store.item(store.recent_items()[0]["sha256"])["scorings"]) == 1
+
+
+def test_inspect_too_thin_image_gets_a_specific_message(env, monkeypatch):
+    buf = io.BytesIO()
+    Image.new("RGB", (8000, 40), (90, 120, 150)).save(buf, "PNG")
+    # a stretching model (Tiny, 256×256) can score it: flagged by the guardrails, not refused
+    at = _ok(_app().run())
+    _upload(at, "banner.png", buf.getvalue())
+    assert not at.error and "Needs review" in _texts(at)
+    # a native-resolution model (the bundled LaDeDa9, longest side 768) would see 768×4 px: refused, typed
+    monkeypatch.setenv("LADEDA_MODEL", str(DEFAULT_MODEL))
+    at = _ok(_app().run())
+    _upload(at, "banner.png", buf.getvalue())
+    errors = [e.value for e in at.error]
+    assert errors and "too thin or too small to analyse" in errors[0] and "Something went wrong" not in errors[0]
+
+
+def test_inspect_new_upload_clears_the_previous_result_and_error(env):
+    at = _ok(_app().run())
+    _upload(at, "bad.png", b"not an image")
+    assert at.error
+    _upload(at, "good.png", _png(22))
+    assert not at.error and "P(fake)" in [m.label for m in at.metric]
+    _upload(at, "bad-again.png", b"still not an image")
+    assert len(at.error) == 1 and "P(fake)" not in [m.label for m in at.metric]
+    assert "good.png" not in _texts(at)
+
+
+def test_reviewer_name_survives_a_reload_through_the_address(env):
+    at = _ok(_app().run())
+    _login(at, "ana")
+    assert at.query_params.get("reviewer") in ("ana", ["ana"])
+    reloaded = _app()
+    reloaded.query_params["reviewer"] = "ana"
+    _ok(reloaded.run())
+    assert "reviewer **ana (unauthenticated)**" in reloaded.caption[0].value
 
 
 @needs_corpus
@@ -527,3 +578,154 @@ def test_review_lease_is_shown_and_renewed_while_open(env, tiny_model):
     _button(other, "review-claim").click()
     _ok(other.run())
     assert "The queue is empty." in _texts(other)
+
+
+# ---------------------------------------------------------------------------
+# Review: one item at a time, from the stored evidence
+# ---------------------------------------------------------------------------
+def _submit_queue(data_dir, model_path, n=2):
+    """Items uploaded through the upload door (evidence stored), then queued."""
+    from core.review.actions.submit import submit
+    from core.scoring.detector import Detector
+
+    store = _store(data_dir)
+    det = Detector.load(model_path, fast=False)
+    shas = []
+    for i in range(n):
+        sub = submit(det, _png(60 + i), f"stored-{i}.png", store, "up")
+        if sub.queue_state != "queued":
+            store.enqueue(sub.sha256, by="test", reason="test")
+        shas.append(sub.sha256)
+    return store, shas
+
+
+def _shown_sha(at: AppTest) -> str:
+    """The sha of the item whose verdict card is on screen (its caption carries the prefix)."""
+    caps = [c.value for c in at.caption if c.value.endswith("`") and ".png · `" in c.value]
+    assert len(caps) == 1, caps
+    return caps[0].rsplit("`", 2)[-2]
+
+
+def _decision_shas(at: AppTest) -> set[str]:
+    return {b.key.split("-")[1] for b in at.button if b.key and b.key.startswith("review-")
+            and b.key.rsplit("-", 1)[-1] in ("real", "fake", "unsure", "skip")}
+
+
+def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, monkeypatch):
+    store, shas = _submit_queue(env, tiny_model, n=1)
+    from core.scoring.detector import Detector
+
+    passes = {"n": 0}
+    real = Detector.patch_map
+
+    def counted(self, tensor):
+        passes["n"] += 1
+        return real(self, tensor)
+
+    at = _ok(_app().run())  # model loaded (and warmed up) before counting
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    monkeypatch.setattr(Detector, "patch_map", counted)
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    assert passes["n"] == 0
+    text = _texts(at)
+    assert "Patch logits over the image" in text and "P(fake)" in [m.label for m in at.metric]
+    assert "#1 logit" in text and "shown from the store (this page)" in " ".join(str(d.value) for d in at.dataframe)
+
+
+def test_review_buttons_belong_to_the_item_whose_evidence_is_shown(env, tiny_model):
+    store, shas = _submit_queue(env, tiny_model, n=3)
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    seen = []
+    for _ in range(3):
+        shown = _shown_sha(at)
+        assert _decision_shas(at) == {shown}  # the buttons carry the displayed item's sha
+        holder = [s for s in shas if s.startswith(shown)][0]
+        assert store.item(holder)["queue"]["lease_reviewer"] == "ana"
+        assert at.subheader[0].value == store.item(holder)["name"]
+        assert "The queue is empty." not in _texts(at)
+        seen.append(holder)
+        _button(at, f"review-{shown}-fake").click()  # auto-next claims the following item
+        _ok(at.run())
+        assert store.item(holder)["current_label"]["label"] == "fake"
+    assert len(set(seen)) == 3
+    # the queue is empty now: the message stands alone, no item and no decision buttons under it
+    assert "The queue is empty." in _texts(at) and not _decision_shas(at) and not at.subheader
+
+
+def test_a_stale_click_cannot_label_another_item(env, tiny_model):
+    store, shas = _submit_queue(env, tiny_model, n=2)
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    first = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    store.release(first, "ana")  # e.g. the lease was released in another tab
+    store.claim_next("zed")  # and someone else holds it now
+    _button(at, f"review-{first[:12]}-real").click()
+    _ok(at.run())
+    assert store.item(first)["current_label"] is None
+    assert any("no longer leased to you" in e.value for e in at.error) or \
+        "no longer leased to you" in _texts(at)
+
+
+def test_undo_returns_the_auto_claimed_item_and_shows_names_and_thumbnails(env, tiny_model):
+    store, shas = _submit_queue(env, tiny_model, n=2)
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    first = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    _button(at, f"review-{first[:12]}-real").click()
+    _ok(at.run())
+    second = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    assert second != first and store.item(second)["queue"]["state"] == "leased"
+    _button(at, f"review-{second[:12]}-undo").click()
+    _ok(at.run())
+    assert store.item(second)["queue"]["state"] == "queued"  # the auto-claimed item went back
+    assert {x["sha256"] for x in store.leases("ana")} == {first}
+    assert _shown_sha(at) == first[:12] and _decision_shas(at) == {first[:12]}
+    text = _texts(at)
+    assert f"Undid 'real' on {store.item(first)['name']}" in text and store.item(second)["name"] in text
+    assert "The queue is empty." not in text
+    _button(at, f"review-{first[:12]}-release").click()
+    _ok(at.run())
+    at.toggle(key="review-auto-next").set_value(False)
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    shown = _shown_sha(at)
+    _button(at, f"review-{shown}-fake").click()
+    _ok(at.run())
+    history = [d.value for d in at.dataframe if "file" in d.value.columns and "image" in d.value.columns]
+    assert history, "recent decisions list"
+    assert history[0]["file"].iloc[0].startswith("stored-")
+    assert str(history[0]["image"].iloc[0]).startswith("data:image/png;base64,")
+
+
+def test_review_offers_a_rescore_when_the_model_changed(env, tiny_model):
+    from core.paths import DEFAULT_MODEL as bundled
+
+    store, shas = _submit_queue(env, bundled, n=1)  # scored by LaDeDa9; the app serves Tiny
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    assert "not the active one" in _texts(at)
+    _button(at, f"review-rescore-{shas[0][:12]}").click()
+    _ok(at.run())
+    assert "not the active one" not in _texts(at) and "Re-scored with the active model." in _texts(at)
+    assert store.item(shas[0])["queue"]["state"] == "leased"  # still the reviewer's item

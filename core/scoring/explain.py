@@ -516,8 +516,8 @@ def top_patch_crops(image: Image.Image, hits: Sequence[Any], *, size: int = 192,
         big = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
                           Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(big)
-        draw.rectangle([(x0 - cx0) * scale, (y0 - cy0) * scale,
-                        (x1 - cx0) * scale - 1, (y1 - cy0) * scale - 1],
+        rx0, ry0 = (x0 - cx0) * scale, (y0 - cy0) * scale
+        draw.rectangle([rx0, ry0, max(rx0, (x1 - cx0) * scale - 1), max(ry0, (y1 - cy0) * scale - 1)],
                        outline=outline, width=max(1, round(size / 96)))
         crops.append(PatchCrop(image=big, box=(x0, y0, x1, y1), context_box=(cx0, cy0, cx1, cy1),
                                logit=float(hit.logit), rank=rank))

@@ -95,7 +95,20 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         heatmap = page.locator('img[alt="patch heatmap"]').first
         heatmap.wait_for(state="visible", timeout=STEP_MS)
         assert heatmap.evaluate("img => img.naturalWidth") > 0
+        # the image itself sits beside the verdict, above the fold at 1280×800
+        page.set_viewport_size({"width": 1280, "height": 800})
+        B.wait_idle(page, STEP_MS)
+        img_box = heatmap.bounding_box()
+        verdict_box = page.locator(".st-key-inspect-verdict").bounding_box()
+        assert img_box["y"] + img_box["height"] / 2 < 800 and verdict_box["y"] + 120 < 800, (img_box, verdict_box)
+        assert abs(img_box["y"] - verdict_box["y"]) < 200  # side by side, not stacked
+        page.screenshot(path=str(ARTIFACTS / "03-verdict-1280x800.png"))
+        B.set_view(page, "inspect", "GradCAM")
         page.locator('img[alt="gradcam overlay"]').first.wait_for(state="visible", timeout=STEP_MS)
+        page.set_viewport_size({"width": 800, "height": 900})
+        B.wait_idle(page, STEP_MS)
+        page.screenshot(path=str(ARTIFACTS / "03-gradcam-800.png"))
+        page.set_viewport_size({"width": 1400, "height": 2600})
         _no_traceback(page)
         _shot(page, "03-verdict")
         (artifacts / "timing.txt").write_text(f"upload→verdict {timing['verdict_s']:.3f} s, "
@@ -112,8 +125,14 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         page.get_by_label("Note (optional)", exact=True).press("Enter")
         B.wait_idle(page, STEP_MS)
         _shot(page, "04-review-claimed")
-        page.get_by_role("button", name=re.compile(r"^Fake")).first.click()
-        page.get_by_text("Labelled as fake.").first.wait_for(timeout=STEP_MS)
+        page.set_viewport_size({"width": 1280, "height": 800})
+        B.wait_idle(page, STEP_MS)
+        page.screenshot(path=str(ARTIFACTS / "04-review-1280x800.png"))
+        review_img = page.locator('img[alt="patch heatmap"]').first.bounding_box()
+        assert review_img["y"] + review_img["height"] / 2 < 800, review_img
+        page.set_viewport_size({"width": 1400, "height": 2600})
+        page.locator('[class*="st-key-review-"][class*="-fake"] button').first.click()
+        page.get_by_text("Labelled browser-upload.png as fake.").first.wait_for(timeout=STEP_MS)
         page.get_by_text("The queue is empty.").first.wait_for(timeout=STEP_MS)  # auto-claim found nothing
         _no_traceback(page)
         _shot(page, "05-review-labelled")

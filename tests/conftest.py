@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .pg_fixture import backend, new_db, pg_server  # noqa: F401  (store tests run on SQLite and PostgreSQL)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LADEDA_SHARED_DIR", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"

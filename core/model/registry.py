@@ -231,9 +231,6 @@ class ModelRegistry:
             return ActiveModel(path, version, self.base, base_sha)
         return ActiveModel(self.base, None, self.base, base_sha)
 
-    def active_path(self) -> Path:
-        return self.active().path
-
     # -- writing ---------------------------------------------------------
     def save_version(self, *, calibration: dict[str, Any] | None, tiers: dict[str, Any] | None = None,
                      created_by: str | None = None, note: str = "", activate: bool = False) -> ModelVersion:

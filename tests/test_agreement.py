@@ -31,8 +31,8 @@ def test_pairs_use_the_first_label_of_the_first_two_distinct_reviewers():
     # ana/bo: (fake, fake) and (fake, real) → p_o 0.5; ana: fake 2; bo: fake 1 real 1 → p_e 0.5 → κ 0
     assert by[("ana", "bo")].n == 2 and by[("ana", "bo")].agreement == 0.5
     assert by[("ana", "bo")].kappa == pytest.approx(0.0)
-    # overall: 4 items, ana [fake, fake, real, fake] vs other [fake, real, real, fake]
-    # p_o = 3/4; p_e = (3·2 + 1·2)/16 = 0.5; κ = 0.5
+    # overall, first vs second reviewer: [fake, real, real, fake] vs [fake, fake, real, fake]
+    # p_o = 3/4; p_e = (2·3 + 2·1)/16 = 0.5; κ = 0.5
     assert overall.n == 4 and overall.kappa == pytest.approx(0.5)
 
 

@@ -25,6 +25,39 @@ KAPPA_LABELS = ("real", "fake", "unsure")
 AGREEMENT_STATES = ("single", "pending_second", "agreed", "pending_adjudication", "adjudicated")
 
 
+def second_review_share_setting(value: float | None | str = "env") -> float | None:
+    """The share in force: a number in [0, 1], None for "double review off", or "env" to read
+    ``$LADEDA_SECOND_REVIEW_SHARE`` ("off" or a number; default :data:`DEFAULT_SECOND_REVIEW_SHARE`)."""
+    import os
+
+    if value == "env":
+        value = os.environ.get("LADEDA_SECOND_REVIEW_SHARE", str(DEFAULT_SECOND_REVIEW_SHARE))
+    if value is None or str(value).strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        from core.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"The second-review share must be between 0 and 1 (or 'off'), got {value!r}.")
+    return share
+
+
+def agreement_state(stage: str | None, queue_state: str | None, labelled: bool) -> str | None:
+    """An item's place in double review, from its queue stage and state; None when it has no label."""
+    if not labelled:
+        return None
+    stage = stage or "first"
+    waiting = queue_state in ("queued", "leased")
+    if stage == "first":
+        return "single"
+    if stage == "second":
+        return "pending_second" if waiting else "agreed"
+    return "pending_adjudication" if waiting else "adjudicated"
+
+
 def overturns(model_tier: str | None, label: str) -> bool:
     """True when a reviewer's label contradicts a clear model verdict (clearly real called fake, or back)."""
     return (model_tier == "real" and label == "fake") or (model_tier == "fake" and label == "real")
@@ -90,7 +123,7 @@ def first_two_labels(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[tup
 
 
 def pair_agreements(events: Iterable[Mapping[str, Any]]) -> tuple[list[PairAgreement], PairAgreement | None]:
-    """κ per reviewer pair (names sorted) and overall over every double-reviewed item."""
+    """κ per reviewer pair (each pair's raters in name order) and overall (first vs second reviewer)."""
     pairs = first_two_labels(events)
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for (r1, l1), (r2, l2) in pairs.values():
@@ -102,8 +135,8 @@ def pair_agreements(events: Iterable[Mapping[str, Any]]) -> tuple[list[PairAgree
         return PairAgreement(who, len(rows), sum(x == y for x, y in rows) / len(rows), cohen_kappa(a, b))
 
     per_pair = [summarise(k, v) for k, v in sorted(by_pair.items())]
-    everything = list(itertools.chain.from_iterable(by_pair.values()))
-    return per_pair, (summarise(("all", "all"), everything) if everything else None)
+    in_order = [(l1, l2) for (_, l1), (_, l2) in pairs.values()]
+    return per_pair, (summarise(("first reviewer", "second reviewer"), in_order) if in_order else None)
 
 
 def reviewer_vs_model(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:

@@ -101,3 +101,9 @@ def as_dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "authenticated" in r and r["authenticated"] is not None:
             r["authenticated"] = bool(r["authenticated"])
     return rows
+
+
+def labels_with_tier() -> sa.Select:
+    """The label in force of every labelled item with the tier its latest scoring got (model-vs-reviewer)."""
+    return sa.select(_C.sha256, _C.label, _S.tier).select_from(
+        current_labels.outerjoin(scorings, _S.id == latest_scoring_id(_C.sha256)))

@@ -98,17 +98,17 @@ def exports_dir() -> Path:
 # store and registry
 # ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
-def _store(db_path: str):
-    from core.review.store import ReviewStore
+def _store(target: str):
+    from core.review.store import open_store
 
-    return ReviewStore(db_path)
+    return open_store(target, create=True)
 
 
 def store():
-    """The review store on ``<data dir>/review.sqlite`` (created on first use)."""
-    from core.paths import default_db_path
+    """The review store: $LADEDA_DATABASE_URL (PostgreSQL, for a team), else ``<data dir>/review.sqlite``."""
+    from core.paths import default_db_target
 
-    return _store(str(default_db_path()))
+    return _store(str(default_db_target()))
 
 
 def registry():

@@ -550,3 +550,124 @@ def test_cli_is_discovered_by_core_main_and_errors_exit_2(tmp_path, capsys):
     assert main(["queue", "add", "--db", db, "--sha256", "f" * 64]) == 2
     assert "No stored item" in capsys.readouterr().err
     assert set(LABELS) == {"real", "fake", "unsure"}
+
+
+# -- both databases: what the SQLAlchemy store adds ------------------------------------
+def test_claim_says_why_the_item_was_picked(store, clock):
+    near = add_scored(store, 1, 0.51, clock=clock)
+    far = add_scored(store, 2, 0.35, clock=clock)
+    hand = store.add_item(b"by hand", name="h.jpg")
+    store.enqueue(hand, by="lead", reason="customer complaint")
+    first = store.claim_next("alice", lease_seconds=60)
+    assert (first["sha256"], first["why"]) == (near, "most uncertain: p=0.51")
+    assert first["label_version"] == 0
+    clock.advance(61)  # alice walks away
+    again = store.claim_next("bob")
+    assert again["sha256"] == near and again["why"] == "lease expired (alice did not finish); most uncertain: p=0.51"
+    assert store.claim_next("bob")["why"] == "most uncertain: p=0.35"
+    store.skip(far, "bob")
+    assert store.claim_next("carol")["why"] == "queued by lead: customer complaint"
+    assert store.claim_next("dan")["why"] == "most uncertain: p=0.35; skipped 1× before"
+
+
+def test_priority_is_the_distance_to_the_boundary(store):
+    from core.review.store import priority
+
+    assert (priority(0.5), priority(0.2), priority(0.9), priority(None)) == (0.0, 0.3, pytest.approx(0.4), 0.5)
+    sha = add_scored(store, 1, 0.62)
+    assert store.item(sha)["queue"]["distance"] == pytest.approx(priority(0.62))
+
+
+def test_a_stale_label_version_cannot_overwrite_a_newer_decision(new_db, tmp_path, clock):
+    target = new_db()
+    with ReviewStore(target, clock=clock, image_dir=tmp_path / "images") as a, \
+            ReviewStore(target, clock=clock, image_dir=tmp_path / "images") as b:  # two reviewers, two connections
+        sha = add_scored(a, 1, 0.95)  # never queued: both open it from the Inspect page
+        seen_by_a, seen_by_b = a.item(sha)["label_version"], b.item(sha)["label_version"]
+        assert seen_by_a == seen_by_b == 0
+        assert b.label(sha, "real", "bob", expected_version=seen_by_b)["label_version"] == 1
+        with pytest.raises(StoreError, match="changed by bob .* since you opened it"):
+            a.label(sha, "fake", "alice", expected_version=seen_by_a)
+        assert a.item(sha)["current_label"]["label"] == "real"  # bob's decision stands
+        ev = a.label(sha, "fake", "alice", expected_version=a.item(sha)["label_version"])  # after a reload
+        assert ev["label_version"] == 2 and b.item(sha)["current_label"]["reviewer"] == "alice"
+        assert a.undo_last("alice")["label_version"] == 3
+        with pytest.raises(StoreError, match="since you opened it"):
+            b.label(sha, "unsure", "bob", expected_version=2)
+
+
+def test_sign_in_and_precision_are_recorded(store):
+    sha = store.add_item(b"abc", name="x.jpg")
+    store.record_scoring(sha, model_sha256=MODEL, logit=0.1, probability=0.52, tier="review", precision="bf16")
+    store.record_scoring(sha, **scoring_kwargs({"logit": 0.1, "probability": 0.52, "model_sha256": MODEL}),
+                         tier="review")
+    assert [s["precision"] for s in store.item(sha)["scorings"]] == ["bf16", None]
+    store.label(sha, "real", "ann@example.org", authenticated=True)
+    store.label(sha, "fake", "typed name")
+    events = store.item(sha)["label_events"]
+    assert [e["authenticated"] for e in events] == [True, False]
+    assert store.item(sha)["current_label"]["authenticated"] is False
+
+
+def test_leases_run_on_the_database_clock_on_postgresql(new_db, tmp_path, monkeypatch):
+    """Without an injected clock PostgreSQL times leases by the server's clock, SQLite by this machine's."""
+    from core.review.store import db as db_module, from_iso
+
+    skewed = dt.datetime(1999, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(db_module, "utc_now", lambda: skewed)  # this app server's clock is badly wrong
+    with ReviewStore(new_db(), image_dir=tmp_path / "images") as s:
+        add_scored(s, 1, 0.5)
+        expires = from_iso(s.claim_next("alice", lease_seconds=60)["lease_expires_at"])
+        if s.dialect == "postgresql":
+            server_now = s.conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            assert abs((expires - server_now).total_seconds() - 60) < 30
+        else:
+            assert expires == skewed + dt.timedelta(seconds=60)
+
+
+def test_database_failures_reach_users_as_store_errors(new_db, tmp_path, monkeypatch):
+    target = new_db()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:
+        sha = add_scored(s, 1, 0.5)
+        if s.dialect == "postgresql":  # the server drops our connection (restart, failover)
+            pid = s.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with ReviewStore(target, image_dir=tmp_path / "images") as admin:
+                admin.conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            with pytest.raises(StoreError, match="unavailable|refused"):
+                s.label(sha, "real", "alice")
+        else:  # another process holds the write lock longer than we wait
+            from core.review.store import db as db_module
+
+            monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.2)
+            locker = sqlite3.connect(target, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            with ReviewStore(target, image_dir=tmp_path / "images") as impatient:
+                with pytest.raises(StoreError, match="busy or unavailable"):
+                    impatient.label(sha, "real", "alice")
+            locker.execute("ROLLBACK")
+            locker.close()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:  # nothing half-written
+        assert s.item(sha)["label_events"] == [] and s.queue_stats()["queued"] == 1
+
+
+def test_open_store_takes_a_path_or_a_url_and_never_creates_by_mistake(new_db, tmp_path, monkeypatch, backend):
+    from core.cli._db import open_db
+    from core.review.store import open_store
+
+    monkeypatch.setenv("LADEDA_IMAGE_DIR", str(tmp_path / "images"))
+    missing = tmp_path / "nowhere" / "typo.sqlite"
+    with pytest.raises(StoreError, match="No review database .* --create"):
+        open_db(argparse.Namespace(db=str(missing)))
+    assert not missing.parent.exists()
+    open_db(argparse.Namespace(db=str(missing), create=True)).close()
+    assert missing.is_file()
+    target = str(new_db())
+    with open_store(target, create=True) as s:  # (create has no effect on a URL)
+        sha = add_scored(s, 1, 0.5)
+    monkeypatch.setenv("LADEDA_DATABASE_URL" if backend == "postgresql" else "LADEDA_DATA_DIR",
+                       target if backend == "postgresql" else str(tmp_path))
+    with open_db(argparse.Namespace()) as s:  # no --db: $LADEDA_DATABASE_URL, else the data directory's file
+        assert s.item(sha)["name"] == "img1.jpg"
+    if backend == "postgresql":
+        with pytest.raises(StoreError, match="Cannot reach"):  # a URL is never created
+            open_store(target.rsplit("/", 1)[0] + "/no_such_db", create=True)

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", metavar="EXPORT_ID", help="write a recorded export again (same items)")
     p.add_argument("--preview", action="store_true", help="print counts and hard negatives; write nothing")
     p.add_argument("--history", action="store_true", help="print recorded exports; write nothing")
+    p.add_argument("--sqlite", metavar="OUT.sqlite",
+                   help="also write the batch as a SQLite file (items, scorings, labels) to open in Datasette")
     p.set_defaults(func=run)
 
 
@@ -42,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.out:
                 raise StoreError("--out DIR is required to write an export.")
             if args.repeat:
-                result = store.repeat_export(args.repeat, args.out, exported_by=args.exported_by)
+                result = store.repeat_export(args.repeat, args.out, exported_by=args.exported_by,
+                                             sqlite=args.sqlite)
             else:
                 result = store.export_batch(args.out, include_all_reviewed=args.include_all_reviewed,
-                                            exported_by=args.exported_by, **filters)
+                                            exported_by=args.exported_by, sqlite=args.sqlite, **filters)
     print(json.dumps(result))
     return 0

@@ -72,10 +72,10 @@ class ReviewStore:
         self.db = Database(db_path, clock=clock, synchronous=synchronous)
         try:
             migrate(self.db)
-            with self.db.write():
-                if privacy_mode:
+            if privacy_mode:
+                with self.db.write():
                     self.db.upsert(settings, {"key": "privacy_mode", "value": "1"}, keys=("key",))
-                flag = self.db.scalar(sa.select(settings.c.value).where(settings.c.key == "privacy_mode"))
+            flag = self.db.scalar(sa.select(settings.c.value).where(settings.c.key == "privacy_mode"))
         except BaseException:
             self.db.close()
             raise

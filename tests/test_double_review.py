@@ -53,7 +53,7 @@ def test_second_reviewer_is_independent_and_blind(open_store):
     assert [(e["reviewer"], e["stage"]) for e in item["label_events"]] == [("ana", "first"), ("bo", "second")]
 
 
-def test_disagreement_goes_to_adjudication_and_the_third_label_is_final(open_store):
+def test_disagreement_goes_to_adjudication_and_the_third_label_is_final(open_store, tmp_path):
     store = open_store(1.0)
     sha = _item(store, 1)
     store.claim_next("ana")
@@ -71,8 +71,15 @@ def test_disagreement_goes_to_adjudication_and_the_third_label_is_final(open_sto
     item = store.item(sha)
     assert item["agreement_state"] == "adjudicated" and item["current_label"]["label"] == "real"
     assert item["current_label"]["reviewer"] == "lead"
-    exported = {r["sha256"]: r for r in store.labelled_items(limit=None)}
-    assert exported[sha]["label"] == "real"  # exports read the final, adjudicated label
+    listed = {r["sha256"]: r for r in store.labelled_items(limit=None)}
+    assert listed[sha]["label"] == "real" and listed[sha]["agreement_state"] == "adjudicated"
+    out = store.export_batch(tmp_path / "exports", exported_by="lead")
+    import csv
+
+    rows = list(csv.DictReader(open(out["files"]["csv"]["path"] if "path" in out["files"]["csv"]
+                                    else out["files"]["csv"], newline="")))
+    row = next(r for r in rows if r["sha256"] == sha)
+    assert row["label"] == "real" and row["reviewer"] == "lead" and row["agreement_state"] == "adjudicated"
 
 
 def test_an_overturned_clear_verdict_always_gets_a_second_review(open_store):

@@ -56,17 +56,20 @@ def photo() -> bytes:
     return encode(make_photo(320, 240, seed=3), "PNG")
 
 
-@pytest.fixture(scope="module")
-def fragile(tmp_path_factory, photo):
-    """The detail model, its bias set halfway between the original's and the ×0.5 copy's logit."""
-    folder = tmp_path_factory.mktemp("probe-models")
+def make_fragile(folder, photo: bytes):
+    """The detail model, its bias set halfway between ``photo``'s logit and its ×0.5 copy's (a path)."""
     meter = Detector.load(_detail_model(folder / "meter.pt", 1.0, 0.0), fast=False)
     first = probe(meter, photo, name="photo.png")
     half = {v.name: v for v in first.variants}["downscale_0.5"]
     assert first.original.logit > half.logit + 0.05, "the residual must shrink when the image is downscaled"
     mid = 0.5 * (first.original.logit + half.logit)
     k = 6.0 / (first.original.logit - half.logit)  # ±3 logits around the midpoint: clearly fake / clearly real
-    return Detector.load(_detail_model(folder / "fragile.pt", k, -k * mid), fast=False)
+    return _detail_model(folder / "fragile.pt", k, -k * mid)
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory, photo):
+    return Detector.load(make_fragile(tmp_path_factory.mktemp("probe-models"), photo), fast=False)
 
 
 def test_probe_flags_the_flip_of_a_scale_dependent_model(fragile, photo):

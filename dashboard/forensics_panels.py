@@ -148,7 +148,7 @@ def _prepare_report(ev: Any, detector: Any, store: Any, who: Any, key: str, page
     from core.review.report import build_report
 
     ok, report = services.act(page, "preparing the evidence report", build_report, store, ev.data_sha256, detector,
-                              generated_by=who.name if who else None)
+                              generated_by=who.name if who else None, analysis=ev.analysis)
     if ok:
         st.session_state[f"{key}-report"] = (ev.data_sha256, report.html, report.head)
 

@@ -149,3 +149,30 @@ def test_cli_report_and_verify_report(reviewed, detector, tmp_path, capsys):
     assert main(["report", "--db", db, "--sha256", "ab" * 32, "--out", str(out),
                  "--model", str(detector.checkpoint.path)]) == 2
     assert "No stored item" in capsys.readouterr().err
+
+
+def test_privacy_mode_reports_a_rendering_and_still_verifies(tmp_path, detector):
+    from core.review.report import build_report
+
+    store = ReviewStore(tmp_path / "private.sqlite", privacy_mode=True)
+    data = encode(make_photo(640, 480, seed=8), "PNG")
+    analysis = analyse(detector, data, name="private.png")
+    record_analysis(store, analysis, name="private.png", uploader=None)
+    sha = analysis.score.sha256
+    report = build_report(store, sha, detector, probe=False)
+    assert 'data-kind="rendering"' in report.html and "privacy mode" in report.html
+    assert report.reproduced is None  # the thumbnail is not what was scored
+    v = verify_report(report.html, store)
+    assert v.ok and any("rendering" in n for n in v.notes)
+    store.close()
+
+
+def test_an_analysis_on_screen_is_reused_only_when_it_is_of_these_bytes(reviewed, detector):
+    from core.review.report import build_report
+
+    store, sha, data = reviewed
+    same = analyse(detector, data, name="suspect.jpg")
+    assert build_report(store, sha, detector, probe=False, analysis=same).reproduced is True
+    other = analyse(detector, encode(make_photo(200, 200, seed=9), "PNG"))
+    report = build_report(store, sha, detector, probe=False, analysis=other)
+    assert report.reproduced is True and verify_report(report.html, store).ok

@@ -325,8 +325,13 @@ def _events_block(sha: str, lines: Sequence[EventLine], hashes: Sequence[str]) -
 
 
 def build_report(store: "ReviewStore", sha256: str, detector: "Detector", *, generated_by: str | None = None,
-                 probe: bool = True) -> Report:
-    """Recompute the evidence for a stored item with ``detector`` and write it with the chained history."""
+                 probe: bool = True, analysis: Any = None) -> Report:
+    """Recompute the evidence for a stored item with ``detector`` and write it with the chained history.
+
+    ``probe``: run the stability probe when none is stored for these weights (six more model
+    passes). ``analysis``: an ``Analysis`` of these very bytes by this detector, to reuse (the
+    dashboard has one on screen) instead of scoring again.
+    """
     from core.model.registry import weights_key
     from core.review.reliability import SegmentTable
     from core.review.store import check_sha256
@@ -341,7 +346,11 @@ def build_report(store: "ReviewStore", sha256: str, detector: "Detector", *, gen
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     raw = store.image_bytes(sha)
     stored = item.get("latest_scoring")
-    analysis = analyse(detector, raw, name=item.get("name")) if raw is not None else None
+    if analysis is not None and (analysis.score.sha256 != hashlib.sha256(raw or b"").hexdigest()
+                                 or analysis.score.model.get("sha256") != detector.checkpoint.sha256):
+        analysis = None  # not of these bytes by this model: recompute
+    if analysis is None and raw is not None:
+        analysis = analyse(detector, raw, name=item.get("name"))
     reproduced = None
     if analysis is not None and stored and stored.get("model_sha256") == detector.checkpoint.sha256 \
             and item.get("storage") == "original":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import InvalidArgumentError
 from core.model.preprocess import official_spec
 from core.scoring.forensics import LAYER_KEYS, error_level, forensic_layers, layer, model_input_view, noise_residual
 
@@ -89,7 +90,7 @@ def test_every_layer_says_what_it_shows_and_how_it_misleads(spliced):
 def test_large_images_are_drawn_at_display_size_and_unknown_layers_refused():
     big = make_photo(1600, 1200, seed=3)
     assert max(layer("noise", big, official_spec("NPR")).image.size) == 1024
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError, match="Unknown forensic layer"):
         layer("ghosts", big, official_spec("NPR"))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError, match="between 1 and 100"):
         error_level(big, quality=0)

@@ -176,3 +176,14 @@ def test_an_analysis_on_screen_is_reused_only_when_it_is_of_these_bytes(reviewed
     other = analyse(detector, encode(make_photo(200, 200, seed=9), "PNG"))
     report = build_report(store, sha, detector, probe=False, analysis=other)
     assert report.reproduced is True and verify_report(report.html, store).ok
+
+
+def test_cli_report_defaults_to_the_model_the_dashboard_serves(reviewed, detector, tmp_path, monkeypatch, capsys):
+    from core.__main__ import main
+
+    store, sha, _ = reviewed
+    monkeypatch.setenv("LADEDA_MODEL", str(detector.checkpoint.path))  # the base; no versions beside the db
+    out = tmp_path / "default.html"
+    assert main(["report", "--db", str(store.db_path), "--sha256", sha, "--out", str(out), "--no-probe"]) == 0
+    assert json.loads(capsys.readouterr().out)["reproduced"] is True
+    assert "No stability probe." in out.read_text(encoding="utf-8")

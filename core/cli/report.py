@@ -34,7 +34,7 @@ def model_for(args: argparse.Namespace, store) -> Path:
         return Path(args.model)
     from core.model.registry import ModelRegistry
 
-    return ModelRegistry(Path(store.db_path).parent / "models").active_path()
+    return ModelRegistry(Path(store.db_path).parent / "models").active().path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from core.errors import InvalidArgumentError
 from core.imageio import DecodedImage
 from core.model.preprocess import PreprocessSpec, to_model_input
 from core.model.representations import REPRESENTATIONS
@@ -82,7 +83,7 @@ def error_level(source: DecodedImage | Image.Image, *, quality: int = ELA_QUALIT
                 max_side: int | None = MAX_SIDE) -> ForensicLayer:
     """ELA: |image − image re-saved as JPEG at ``quality``|, amplified ×``scale``."""
     if not 1 <= int(quality) <= 100:
-        raise ValueError("ELA quality must be between 1 and 100")
+        raise InvalidArgumentError(f"The ELA quality must be between 1 and 100, got {quality}.")
     image = _rgb(source)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=int(quality))
@@ -175,4 +176,4 @@ def layer(key: str, source: DecodedImage | Image.Image, spec: PreprocessSpec, **
         return noise_residual(source, **kwargs)
     if key == "model_input":
         return model_input_view(source, spec, **kwargs)
-    raise ValueError(f"Unknown forensic layer {key!r}; choose from {LAYER_KEYS}")
+    raise InvalidArgumentError(f"Unknown forensic layer {key!r}; choose from {', '.join(LAYER_KEYS)}.")

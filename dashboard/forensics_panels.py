@@ -96,7 +96,8 @@ def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page:
 
     result = ev.extras.get("probe")
     if result is None and store.has_item(ev.data_sha256):
-        result = stored_probe(store, ev.data_sha256, _weights_key(detector))
+        result = stored_probe(store, ev.data_sha256, _weights_key(detector),
+                              model_sha256=detector.checkpoint.sha256)
         if result is not None:
             ev.extras["probe"] = result
     st.button("Stress test" if result is None else "Run the stress test again", key=f"{key}-probe",

@@ -136,6 +136,8 @@ def test_record_probe_stores_it_with_the_scoring_and_queues_a_flip(tmp_path, fra
     assert "downscale_0.5" in stored["flips"]
     assert stored["scoring_id"] == scoring_id and stored["probed_by"] == "ana"
     assert stored_probe(store, sha, "another-model") is None
+    assert stored_probe(store, sha, key, model_sha256=fragile.checkpoint.sha256)["flips"] == stored["flips"]
+    assert stored_probe(store, sha, key, model_sha256="c" * 64) is None  # another calibration of these weights
     store.close()
 
 

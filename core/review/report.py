@@ -357,7 +357,8 @@ def build_report(store: "ReviewStore", sha256: str, detector: "Detector", *, gen
         reproduced = abs(float(stored["probability"]) - analysis.score.probability) <= 1e-6
     probe_json, origin = None, ""
     if analysis is not None and probe:
-        probe_json = stored_probe(store, sha, weights_key(detector.checkpoint))
+        probe_json = stored_probe(store, sha, weights_key(detector.checkpoint),
+                                  model_sha256=detector.checkpoint.sha256)
         origin = "stored with the scoring"
         if probe_json is None:
             probe_json, origin = run_probe(detector, analysis.decoded, name=item.get("name")).to_json(), \

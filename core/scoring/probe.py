@@ -249,11 +249,18 @@ def record_probe(store: "ReviewStore", result: ProbeResult, *, model_key: str, b
     return {"artifact": str(path), "scoring_id": scoring_id, "queued": queued, "queue_state": state}
 
 
-def stored_probe(store: "ReviewStore", sha256: str, model_key: str) -> dict[str, Any] | None:
-    """The probe stored for this item and weights (its JSON), or None."""
+def stored_probe(store: "ReviewStore", sha256: str, model_key: str, *,
+                 model_sha256: str | None = None) -> dict[str, Any] | None:
+    """The probe stored for this item and weights (its JSON), or None.
+
+    With ``model_sha256`` a probe made by another file of the same weights (another
+    calibration or thresholds, so other probabilities and tiers) counts as absent.
+    """
     found = store.artifacts.get(sha256, model_key, ARTIFACT_KIND)
     if found is None:
         return None
     meta = dict(found[1])
     meta.pop("model_key", None)
+    if model_sha256 is not None and (meta.get("model") or {}).get("sha256") != model_sha256:
+        return None
     return meta

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Parity and scoring tests compare exact figures: serve fp32 unless a test asks for another path.
+os.environ.setdefault("LADEDA_PRECISION", "fp32")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LADEDA_SHARED_DIR", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"

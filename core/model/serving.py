@@ -93,12 +93,16 @@ class MixedPrecision(nn.Module):
         self.fc = folded.fc
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-patch features before ``fc``, returned in fp32 (same contract as the models' own)."""
         x = self.representation(x)
         if self.input_scale != 1.0:
             x = x * self.input_scale
         x = torch.relu(self.stem(x))
-        f = self.body(x.to(self.dtype)).float()
+        return self.body(x.to(self.dtype)).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
         return torch.einsum("nchw,oc->nohw", f, self.fc.weight) + self.fc.bias.view(1, -1, 1, 1)
 
 

@@ -136,10 +136,11 @@ class Detector:
         self.spec = checkpoint.spec
         self.model = checkpoint.build_model()  # eager float32, also used for GradCAM
         self.max_pixels = max_pixels
-        example_hw = tuple(self.spec.size) if self.spec.resize_mode == "stretch" else (256, 256)
         # precision: None = $LADEDA_PRECISION or this CPU's best enabled path (core.model.precision)
         self.precision = resolve_precision(precision) if fast else "fp32"
-        self._serving = ServingModel(self.model, example_hw=example_hw, precision=self.precision) if fast else None
+        # warm-up/trace shape: what a 256×256 image becomes under this checkpoint's spec
+        self._serving = ServingModel(self.model, example_hw=self.spec.input_size(256, 256),
+                                     precision=self.precision) if fast else None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "Detector":

@@ -37,7 +37,7 @@ def _labelled_store(tmp_path, tiny_model, n=12):
         files.append(p)
     db = tmp_path / "review.sqlite"
     proc = subprocess.run([sys.executable, "-m", "core", "score", "--model", str(tiny_model), "--db", str(db),
-                           "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300)
+                           "--create", "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert all(l["tier"] == "review" for l in lines) and all("guardrails" in l for l in lines)

@@ -90,7 +90,8 @@ def run_ray(paths: list[str], config: ScorerConfig, *, batch_size: int,
         concurrency = max(1, min(concurrency, len(paths)))
         threads = max(1, int(options.cpus_per_actor))
         actor_config = ScorerConfig(**{**config.to_kwargs(), "threads": config.threads or threads})
-        blocks = max(1, min(len(paths), -(-len(paths) // batch_size)))
+        # at least one block per actor, so a small input still spreads over the whole pool
+        blocks = max(1, min(len(paths), max(-(-len(paths) // batch_size), concurrency)))
         ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
         resources = {"num_cpus": options.cpus_per_actor}
         if options.gpus_per_actor:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.model.checkpoint import Checkpoint, load_checkpoint
-from core.errors import DetectorError
 from core.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, decode_image
 from core.model.models import PatchGeometry
 from core.paths import default_model_path
@@ -236,20 +235,3 @@ class Detector:
                 "model_input": list(model_input.tensor.shape[-2:]),
             },
         )
-
-    def score_many(self, files: Iterable[str | os.PathLike]) -> Iterator[ScoreResult | "ScoreFailure"]:
-        """Score files one by one; unreadable files yield a :class:`ScoreFailure`."""
-        for f in files:
-            try:
-                yield self.score(f, name=str(f))
-            except DetectorError as exc:
-                yield ScoreFailure(file=str(f), error=str(exc))
-
-
-@dataclass
-class ScoreFailure:
-    file: str
-    error: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

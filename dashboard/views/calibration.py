@@ -27,12 +27,6 @@ det = active.detector
 # ---------------------------------------------------------------------------
 # data and fit: the same door as `python -m core calibrate` (core.review.actions.calibrate)
 # ---------------------------------------------------------------------------
-def same_weights() -> list[str]:
-    """Model files that share the served weights: the base and every registry version made on it."""
-    info = registry.active()
-    return [info.base_sha256, *(v.sha256 for v in registry.versions() if v.base_sha256 == info.base_sha256)]
-
-
 def _pct(v) -> str:
     return "—" if v is None or v != v else f"{v:.1%}"
 
@@ -47,7 +41,7 @@ data = None
 with c[2]:
     with services.guarded("reading the calibration data"):
         if source == "Reviewed items":
-            data = door.data_from_reviews(store, det.checkpoint, same_weights())
+            data = door.data_from_reviews(store, det.checkpoint, registry.same_weights())
             st.caption(f"{data.n_real} real and {data.n_fake} fake reviewed item(s) scored by these weights; "
                        "left out: " + ", ".join(f"{v} {k}" for k, v in data.skipped.items()))
         else:

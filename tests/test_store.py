@@ -545,7 +545,7 @@ def test_cli_is_discovered_by_core_main_and_errors_exit_2(tmp_path, capsys):
     from core.__main__ import main
 
     db = str(tmp_path / "m.sqlite")
-    assert main(["queue", "stats", "--db", db]) == 0
+    assert main(["queue", "stats", "--db", db, "--create"]) == 0
     assert json.loads(capsys.readouterr().out) == {"queued": 0, "leased": 0, "labelled": 0}
     assert main(["queue", "add", "--db", db, "--sha256", "f" * 64]) == 2
     assert "No stored item" in capsys.readouterr().err

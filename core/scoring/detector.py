@@ -23,6 +23,7 @@ from core.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, decode_i
 from core.model.models import PatchGeometry
 from core.paths import default_model_path
 from core.model.preprocess import ModelInput, to_model_input
+from core.model.precision import resolve_precision
 from core.model.serving import ServingModel
 
 #: Share of patches averaged by the top-k pooling.
@@ -75,6 +76,7 @@ class ScoreResult:
             "model": self.model["label"],
             "preprocess_fingerprint": self.model["preprocess_fingerprint"],
             "calibration_version": self.model["calibration_version"],
+            "precision": self.model.get("precision", "fp32"),
             "poolings": {k: round(v, 6) for k, v in self.poolings.items()},
             "top_patches": [
                 {"row": p.row, "col": p.col, "logit": round(p.logit, 6), "box": list(p.box)} for p in self.top_patches
@@ -127,13 +129,17 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
 class Detector:
     """A loaded checkpoint, ready to score images."""
 
-    def __init__(self, checkpoint: Checkpoint, *, fast: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, checkpoint: Checkpoint, *, fast: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 precision: str | None = None) -> None:
         self.checkpoint = checkpoint
         self.spec = checkpoint.spec
         self.model = checkpoint.build_model()  # eager float32, also used for GradCAM
         self.max_pixels = max_pixels
+        # precision: None = $LADEDA_PRECISION or this CPU's best enabled path (core.model.precision)
+        self.precision = resolve_precision(precision) if fast else "fp32"
         # warm-up/trace shape: what a 256×256 image becomes under this checkpoint's spec
-        self._serving = ServingModel(self.model, example_hw=self.spec.input_size(256, 256)) if fast else None
+        self._serving = ServingModel(self.model, example_hw=self.spec.input_size(256, 256),
+                                     precision=self.precision) if fast else None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "Detector":
@@ -156,6 +162,7 @@ class Detector:
             "preprocess_summary": self.spec.summary(),
             "calibration_version": c.calibration_version,
             "calibration_method": (c.calibration or {}).get("method"),
+            "precision": self.precision,
         }
 
     # -- steps -----------------------------------------------------------

@@ -10,6 +10,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import services
+from dashboard.agreement_panel import agreement_panel
 
 TIER_COLOURS = {"real": "#1a7f37", "review": "#d4a72c", "fake": "#cf222e"}
 ALERT_BADGE = {"ok": ("green", "stable"), "warn": ("orange", "moderate shift"), "alert": ("red", "significant shift")}
@@ -100,3 +101,5 @@ with services.guarded("reading the queue history"):
     if over["by_reviewer"]:
         st.dataframe([{"reviewer": r, **v} for r, v in over["by_reviewer"].items()], hide_index=True,
                      column_config={"rate": st.column_config.NumberColumn(format="percent")})
+
+agreement_panel(store)

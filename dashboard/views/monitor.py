@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dashboard import services
+from dashboard import forensics_panels, services
 from dashboard.agreement_panel import agreement_panel
 
 TIER_COLOURS = {"real": "#1a7f37", "review": "#d4a72c", "fake": "#cf222e"}
@@ -26,7 +26,7 @@ only_model = c[1].checkbox("Only the active model's scorings", value=False, key=
                            help="A model or calibration change moves scores; restrict to one model to see drift in "
                                 "the inputs alone.")
 model_sha = active.detector.checkpoint.sha256 if (active and only_model) else None
-from dashboard import forensics_panels; forensics_panels.playbook(store, active)  # noqa: E402,E702
+forensics_panels.playbook(store, active)
 
 
 def _layout(fig: go.Figure, title: str, y: str) -> go.Figure:

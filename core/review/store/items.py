@@ -184,9 +184,6 @@ class ItemsOwner:
         return [_scoring_out(r) for r in
                 self.db.rows(sa.select(scorings).where(scorings.c.sha256 == sha).order_by(scorings.c.id))]
 
-    def exists(self, sha: str) -> bool:
-        return self.db.scalar(sa.select(items.c.sha256).where(items.c.sha256 == sha)) is not None
-
     def has_scoring(self, sha: str, model_sha256: str) -> bool:
         """True when this model file has already scored this item."""
         return self.db.scalar(sa.select(scorings.c.id).where(scorings.c.sha256 == sha,

@@ -203,10 +203,6 @@ class ReviewStore:
                                                      out["current_label"] is not None)
         return out
 
-    def has_item(self, sha256: str) -> bool:
-        """True when these bytes are stored (e.g. before offering an item's evidence report)."""
-        return self.items.exists(check_sha256(sha256))
-
     def has_scoring(self, sha256: str, model_sha256: str) -> bool:
         """True when the item is stored and ``model_sha256`` has scored it (batch re-runs add nothing)."""
         return self.items.has_scoring(check_sha256(sha256), str(model_sha256))

@@ -349,3 +349,30 @@ def label_controls(*, key: str, on_label: Callable[..., None], args: tuple[Any, 
     for col, (bkey, text, sc, callback) in zip(cols[len(LABEL_BUTTONS):], extra or []):
         col.button(text, key=f"{key}-{bkey}", on_click=_extra,
                    args=(callback,), shortcut=sc if shortcuts else None, disabled=disabled, width="stretch")
+
+
+# ---------------------------------------------------------------------------
+# what the forensics panels read
+# ---------------------------------------------------------------------------
+class _StoredReport:
+    """The stored guardrail report, answering ``to_json()`` like a ``GuardrailReport``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def forensics_subject(ev: Evidence, decoded: Any, analysis: Any = None, *, extras: dict[str, Any]) -> Any:
+    """The object ``dashboard.forensics_panels`` reads (``analysis``, ``name``, ``data_sha256``,
+    ``extras``), built from stored evidence. Without a fresh analysis, the stored decision and report
+    stand in, and the score names no bytes, so a report built from it recomputes what it needs."""
+    from types import SimpleNamespace
+
+    if analysis is None:
+        analysis = SimpleNamespace(
+            decoded=decoded, guardrails=_StoredReport(ev.guardrails) if ev.guardrails is not None else None,
+            decision=SimpleNamespace(tier=ev.tier, reasons=ev.reasons, to_json=lambda: dict(ev.decision)),
+            score=SimpleNamespace(sha256="", model={}, probability=ev.probability, logit=ev.logit))
+    return SimpleNamespace(analysis=analysis, name=ev.name, data_sha256=ev.sha256, extras=extras)

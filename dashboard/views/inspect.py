@@ -83,6 +83,9 @@ if sub.pending:  # second pass: guardrails, final tier, record, store the eviden
     with verdict_slot.container():
         widgets.verdict_card(sub.evidence, key="inspect", pending=sub.pending)
 sha = sub.sha256
+_fx = st.session_state.setdefault("inspect-forensics-extras", {}).setdefault(sha, {})
+subject = widgets.forensics_subject(sub.evidence, sub.decoded, sub.analysis, extras=_fx)
+from dashboard import forensics_panels; forensics_panels.verdict_extras(subject, det, store, who, key="inspect")  # noqa: E402,E702
 
 
 def _send_to_review(sha: str) -> None:

@@ -174,10 +174,11 @@ with right:
 
 ev, stale = submit_mod.evidence_for(store, det, sha)
 data = store.image_bytes(sha)
-image = None
+image = decoded = None
 if data is not None:
     with services.guarded("opening the image", where=left):
-        image = (det.decode(data) if det is not None else decode_image(data)).image
+        decoded = det.decode(data) if det is not None else decode_image(data)
+        image = decoded.image
 if ev is None and data is not None and det is not None:  # queued without evidence (older versions, CLI)
     with services.guarded("computing the evidence", where=verdict_slot):
         with verdict_slot.container():
@@ -215,6 +216,13 @@ with actions_slot.container(border=True, key="review-actions"):
                            extra=[("skip", "Skip", "S", _skip), ("release", "Release", None, _release),
                                   ("undo", "Undo last", "Z", _undo)])
 if ev is not None:
+    if det is not None and decoded is not None:
+        _fx = st.session_state.setdefault("review-forensics-extras", {})
+        if _fx.get("sha") != sha:
+            _fx.clear()
+            _fx["sha"] = sha
+        subject = widgets.forensics_subject(ev, decoded, extras=_fx)
+        from dashboard import forensics_panels; forensics_panels.verdict_extras(subject, det, store, who, key="review")  # noqa: E402,E702
     widgets.details(ev, image, key="review", render_ms=render_ms)
 with st.container(key=f"review-evidence-done-{sha[:12]}"):  # marker for the browser benchmark
     st.caption(f"Evidence of {item['name']} shown.")

@@ -175,7 +175,7 @@ def set_toggle(page, key: str, on: bool, timeout_ms: int = 60_000) -> None:
 
 def set_view(page, key: str, view: str, timeout_ms: int = 60_000) -> None:
     """Pick the picture's view (``Heatmap``, ``GradCAM`` or ``Plain``) of the image viewer ``key``."""
-    page.locator(f".st-key-{key}-view").get_by_role("button", name=view, exact=True).click()
+    page.locator(f".st-key-{key}-view").get_by_text(view, exact=True).first.click()
     wait_idle(page, timeout_ms)
 
 

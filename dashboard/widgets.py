@@ -35,8 +35,7 @@ LABEL_BUTTONS = (  # value, text, keyboard shortcut, icon
 VIEWS = ("Heatmap", "GradCAM", "Plain")
 #: Patch blocks averaged by the coarser heatmap view.
 COARSE_BLOCK = 4
-#: Width of the picture beside the verdict: with the header and the uploader it stays above the fold
-#: at 1280×800 for landscape images.
+#: Width of pictures below the verdict (faces).
 IMAGE_WIDTH = 560
 
 _CSS = """
@@ -53,6 +52,11 @@ div[class*="-real"] button:disabled, div[class*="-fake"] button:disabled { opaci
 .st-key-review-actions [data-testid="stColumn"], .st-key-inspect-actions [data-testid="stColumn"] {
   min-width: 6.5rem; flex: 1 1 6.5rem; }
 .st-key-review-actions button p, .st-key-inspect-actions button p { white-space: nowrap; }
+/* Narrow screens (800 px): the verdict card's inner columns wrap instead of truncating "P(fake)". */
+@media (max-width: 1100px) {
+  [class*="-verdict"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+  [class*="-verdict"] [data-testid="stColumn"] { min-width: 8rem; flex: 1 1 8rem; }
+}
 @media (max-width: 900px) {
   section[data-testid="stSidebar"] { width: 15rem !important; min-width: 15rem !important; }
   [data-testid="stMainBlockContainer"] { padding-left: 1rem; padding-right: 1rem; }
@@ -113,20 +117,22 @@ def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: s
             what = "calibrated probability of fake" if ev.calibrated else "probability of fake (uncalibrated sigmoid)"
             st.metric("P(fake)", f"{ev.probability:.1%}", help=what)
             st.caption(f"logit {ev.logit:+.3f} · {'calibrated' if ev.calibrated else 'uncalibrated'}")
+        # Always the same elements in the same order (absent ones as empty slots): the card is redrawn in
+        # place when the guardrails finish, and a shorter second drawing would leave the first one's tail.
+        slots = [st.empty() for _ in range(5)]
         if tiers:
-            st.markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
-                        f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
+            slots[0].markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
+                              f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
         if pending:
-            st.caption(":material/hourglass_top: Checking faces, quality and metadata… they can only move the "
-                       "tier to review.")
+            slots[1].caption(":material/hourglass_top: Checking faces, quality and metadata… they can only move "
+                             "the tier to review.")
         if ev.decision.get("changed_by_guardrails"):
             base = TIER_STYLE.get(ev.decision.get("base_tier"), ("", ev.decision.get("base_tier"), ""))[1]
-            st.markdown(f"The score alone says **{base}**; the guardrails changed it to **{text}**.")
-        reasons = ev.reasons
-        if reasons:
-            st.markdown("\n".join(f"- {r}" for r in reasons))
+            slots[2].markdown(f"The score alone says **{base}**; the guardrails changed it to **{text}**.")
+        if ev.reasons:
+            slots[3].markdown("\n".join(f"- {r}" for r in ev.reasons))
         if stale_note:
-            st.caption(stale_note)
+            slots[4].caption(stale_note)
 
 
 # ---------------------------------------------------------------------------
@@ -148,14 +154,14 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
     if image is None:
         st.info("The image bytes are not stored for this item; the evidence below comes from the stored scoring.")
         return
-    c1, c2, c3 = st.columns([2.2, 1.2, 1.2])
+    c1, c2 = st.columns([3, 2])
     view = c1.segmented_control("Show", VIEWS, default=VIEWS[0], key=f"{key}-view", label_visibility="collapsed")
     view = view or VIEWS[0]
-    coarse = c2.toggle(f"Coarser ({COARSE_BLOCK}×{COARSE_BLOCK})", key=f"{key}-coarse",
-                       help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean; the image "
-                            "logit is still the mean of all patches.")
-    marks = c3.toggle("Numbers", value=True, key=f"{key}-marks", help="Number the most-fake patches on the image.")
-    with st.popover("Heatmap scale", width="content"):
+    with c2.popover("View options", width="stretch"):
+        coarse = st.toggle(f"Coarser heatmap ({COARSE_BLOCK}×{COARSE_BLOCK} blocks)", key=f"{key}-coarse",
+                           help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean; the image "
+                                "logit is still the mean of all patches.")
+        marks = st.toggle("Number the most-fake patches", value=True, key=f"{key}-marks")
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
         limit = st.select_slider("Colour range (± patch logit; the same on every image)",
                                  options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
@@ -189,7 +195,7 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
         shown, caption, alt = explain.fit_display(image), f"{ev.name} as uploaded", "the image"
     if marks and ev.top_patches:
         shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
-    st.image(shown, caption=caption, alt=alt, width=IMAGE_WIDTH)
+    st.image(shown, caption=caption, alt=alt, width="stretch")
     if view == "Heatmap":
         st.image(explain.colour_legend(float(limit)), alt="heatmap colour scale")
 

@@ -213,6 +213,20 @@ class Identity:
         return self.name if self.authenticated else f"{self.name} (unauthenticated)"
 
 
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning() -> str | None:
+    """A banner text when the server listens beyond this machine without sign-in, else None."""
+    address = str(st.get_option("server.address") or "").strip()
+    if address in LOOPBACK_ADDRESSES or address.startswith("127.") or auth_configured():
+        return None
+    where = address or "every network interface"
+    return (f"This dashboard listens on {where} and no sign-in is configured: anyone who can reach it can "
+            "label images under any name. Configure an [auth] section (see .streamlit/secrets.example.toml) "
+            "or serve it on 127.0.0.1 only.")
+
+
 def auth_configured() -> bool:
     """True when an ``[auth]`` section is configured: Streamlit then reports ``is_logged_in``."""
     try:

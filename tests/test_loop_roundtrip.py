@@ -38,7 +38,8 @@ def _labelled_store(db, tmp_path, tiny_model, n=12):
         files.append(p)
     env = {**os.environ, "LADEDA_IMAGE_DIR": str(tmp_path / "images")}
     proc = subprocess.run([sys.executable, "-m", "core", "score", "--model", str(tiny_model), "--db", str(db),
-                           "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300, env=env)
+                           "--create", "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert all(l["tier"] == "review" for l in lines) and all("guardrails" in l for l in lines)

@@ -207,7 +207,7 @@ def test_a_version_1_sqlite_file_migrates_in_place_with_nothing_lost(tmp_path):
             assert [r[:len(rows[0])] if rows else r for r in now] == rows, table
         s.label("ab" * 32, "real", "bob", authenticated=True)  # and the file works on
         assert s.item("ab" * 32)["label_version"] == 2
-    assert [r[0] for r in sqlite3.connect(path).execute("SELECT version FROM schema_migrations")] == [1, 2]
+    assert [r[0] for r in sqlite3.connect(path).execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
 
 
 # -- items and scorings ---------------------------------------------------------
@@ -545,7 +545,7 @@ def test_cli_is_discovered_by_core_main_and_errors_exit_2(tmp_path, capsys):
     from core.__main__ import main
 
     db = str(tmp_path / "m.sqlite")
-    assert main(["queue", "stats", "--db", db]) == 0
+    assert main(["queue", "stats", "--db", db, "--create"]) == 0
     assert json.loads(capsys.readouterr().out) == {"queued": 0, "leased": 0, "labelled": 0}
     assert main(["queue", "add", "--db", db, "--sha256", "f" * 64]) == 2
     assert "No stored item" in capsys.readouterr().err

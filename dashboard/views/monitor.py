@@ -25,6 +25,7 @@ only_model = c[1].checkbox("Only the active model's scorings", value=False, key=
                            help="A model or calibration change moves scores; restrict to one model to see drift in "
                                 "the inputs alone.")
 model_sha = active.detector.checkpoint.sha256 if (active and only_model) else None
+from dashboard import forensics_panels; forensics_panels.playbook(store, active)  # noqa: E402,E702
 
 
 def _layout(fig: go.Figure, title: str, y: str) -> go.Figure:

@@ -269,3 +269,11 @@ class Database:
         stmt = stmt.on_conflict_do_update(index_elements=list(keys),
                                           set_={k: stmt.excluded[k] for k in values if k not in keys})
         self.execute(stmt)
+
+    def insert_ignore(self, table: sa.Table, values: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+        """Insert a row unless one with the same key exists (both dialects)."""
+        if self.dialect == POSTGRESQL:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))

@@ -21,9 +21,11 @@ from core.review.store.db import Database
 from core.review.store.tables import export_items, exports
 
 #: Recalibration CSV/JSONL columns. The first nine are what ``core calibrate`` has always read;
-#: ``name``, ``tier``, ``note`` and ``authenticated`` were appended (never reorder, only append).
+#: ``name``, ``tier``, ``note``, ``authenticated`` and ``agreement_state`` (blind double review: single,
+#: pending_second, agreed, pending_adjudication, adjudicated) were appended (never reorder, only append).
 RECALIBRATION_COLUMNS = ("sha256", "logit", "probability", "label", "reviewer", "labelled_at", "model_sha256",
-                         "calibration_version", "preprocess_fingerprint", "name", "tier", "note", "authenticated")
+                         "calibration_version", "preprocess_fingerprint", "name", "tier", "note", "authenticated",
+                         "agreement_state")
 MANIFEST_COLUMNS = ("path", "sha256", "label", "original_name", "logit", "probability", "tier", "model_sha256",
                     "reviewer", "labelled_at", "content")
 LABEL_DIRS = {"real": "0_real", "fake": "1_fake"}

@@ -115,10 +115,10 @@ class LabelsOwner:
 
     # -- writes ------------------------------------------------------------
     def add(self, sha: str, label: str, reviewer: str, now: str, *, note: str | None, seconds_spent: float | None,
-            scoring_id: int | None, authenticated: bool) -> dict[str, Any]:
+            scoring_id: int | None, authenticated: bool, stage: str = "first") -> dict[str, Any]:
         event_id = int(self.db.scalar(label_events.insert().values(
             sha256=sha, kind="label", label=label, reviewer=reviewer, created_at=now, note=note,
-            seconds_spent=seconds_spent, scoring_id=scoring_id, authenticated=bool(authenticated),
+            seconds_spent=seconds_spent, scoring_id=scoring_id, authenticated=bool(authenticated), stage=stage,
         ).returning(_E.id)))
         self._set_current(sha, event_id, label, reviewer, now)
         return self.event(event_id)
@@ -179,6 +179,16 @@ class LabelsOwner:
         if reviewer:
             q = q.where(_E.reviewer == reviewer)
         return self.db.rows(q.order_by(_E.id.desc()).limit(int(limit)))
+
+    def in_force(self, sha: str) -> list[dict[str, Any]]:
+        """The item's label events that no undo cancelled, oldest first (with their review stage)."""
+        return self.db.rows(sa.select(_E.id, _E.label, _E.reviewer, _E.stage, _E.created_at)
+                            .where(_E.sha256 == sha, _E.kind == "label", _not_undone()).order_by(_E.id))
+
+    def stream(self) -> list[dict[str, Any]]:
+        """Every label in force on every item, oldest first: what agreement statistics read."""
+        return self.db.rows(sa.select(_E.sha256, _E.reviewer, _E.label, _E.stage, _E.created_at)
+                            .where(_E.kind == "label", _not_undone()).order_by(_E.id))
 
     def reviewers(self) -> list[str]:
         return [r["reviewer"] for r in self.db.rows(sa.select(_E.reviewer).distinct().order_by(_E.reviewer))]

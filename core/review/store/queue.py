@@ -23,9 +23,11 @@ import sqlalchemy as sa
 
 from core.review.store.base import StoreError, iso
 from core.review.store.db import Database
-from core.review.store.tables import queue, queue_events
+from core.review.store.tables import queue, queue_events, queue_exclusions
 
 QUEUE_STATES = ("queued", "leased", "labelled")
+#: Review stages an item passes through under blind double review.
+STAGES = ("first", "second", "adjudication")
 #: Longest lease a caller may ask for.
 MAX_LEASE_SECONDS = 24 * 3600.0
 MAX_REVIEWER = 100
@@ -186,8 +188,10 @@ class QueueOwner:
         lease = self.lease_length(lease_seconds)
         now = self.db.now()
         expired = self.clear_expired_locks(iso(now))
-        row = self.db.row(sa.select(queue).where(queue.c.state == _QUEUED).order_by(*CLAIM_ORDER).limit(1)
-                          .with_for_update(skip_locked=True))
+        x = queue_exclusions.c
+        not_excluded = ~sa.exists().where(x.sha256 == queue.c.sha256, x.reviewer == reviewer)
+        row = self.db.row(sa.select(queue).where(queue.c.state == _QUEUED, not_excluded).order_by(*CLAIM_ORDER)
+                          .limit(1).with_for_update(skip_locked=True))
         if row is None:
             return None
         self.set_lock(row["sha256"], reviewer, now, lease, event="claimed")
@@ -225,24 +229,52 @@ class QueueOwner:
         return row
 
     def after_label(self, sha: str, reviewer: str, label: str, now: str, *, row: dict[str, Any] | None,
-                    probability: float | None) -> None:
-        """The item leaves the queue; labelled outside it ("label now") it gets a row but no inflow event."""
+                    probability: float | None, next_stage: str | None = None, reason: str | None = None) -> None:
+        """The item leaves the queue, or (``next_stage``) waits for its next, blind review stage.
+
+        Labelled outside the queue ("label now") it gets a row but no inflow event. Moving to a
+        later stage excludes ``reviewer`` from claiming it again, so that stage is independent.
+        """
         if row is None:
             self._insert(sha, now, state="labelled", probability=probability, by=reviewer, reason="labelled directly")
         else:
             self._set(sha, state="labelled", lease_reviewer=None, lease_expires_at=None)
         self._event(sha, "labelled", reviewer, now, detail=label)
+        if next_stage is not None:
+            self.db.insert_ignore(queue_exclusions, {"sha256": sha, "reviewer": reviewer}, keys=("sha256", "reviewer"))
+            self._set(sha, state="queued", stage=next_stage, round=0, ready_at=now, enqueued_at=now, enqueued_by=None,
+                      reason=reason or f"{next_stage} review")
+            self._event(sha, "enqueued", None, now, detail=reason or f"{next_stage} review")
 
     def after_undo(self, sha: str, reviewer: str, undone_label: str, now: _dt.datetime, *,
-                   still_labelled: bool) -> str | None:
-        """Log the undo; an item left with no label is leased back to the reviewer. Returns that lease's expiry."""
-        if not still_labelled and self.state(sha) == "labelled":
+                   still_labelled: bool, stage: str | None = None) -> str | None:
+        """Log the undo; the item is leased back to the reviewer when nothing is left to stand for it.
+
+        Under double review (``stage``: the stage the undone label was given at) the item returns to
+        that stage, leased to the reviewer who undid, who may claim it again. Returns the lease's expiry.
+        """
+        row = self.row(sha, lock=True)
+        expires = None
+        back_to_stage = stage is not None and row is not None and row["stage"] != stage
+        if back_to_stage and row["state"] == "leased" and row["lease_reviewer"] != reviewer \
+                and row["lease_expires_at"] > iso(now):
+            raise StoreError(f"Cannot undo: {row['lease_reviewer']} is reviewing item {sha[:12]}… for its "
+                             f"{row['stage']} review right now.")
+        if back_to_stage or (not still_labelled and row is not None and row["state"] == "labelled"):
             expires = iso(now + _dt.timedelta(seconds=self.lease_seconds))
-            self._set(sha, state="leased", lease_reviewer=reviewer, lease_expires_at=expires)
-        else:
-            expires = None
+            values: dict[str, Any] = {"state": "leased", "lease_reviewer": reviewer, "lease_expires_at": expires}
+            if back_to_stage:
+                values["stage"] = stage
+                self.db.execute(queue_exclusions.delete().where(queue_exclusions.c.sha256 == sha,
+                                                                queue_exclusions.c.reviewer == reviewer))
+            self._set(sha, **values)
         self._event(sha, "undone", reviewer, iso(now), lease_expires_at=expires, detail=undone_label)
         return expires
+
+    def excluded(self, sha: str) -> list[str]:
+        """Reviewers who may not take this item's current review stage."""
+        x = queue_exclusions.c
+        return [r["reviewer"] for r in self.db.rows(sa.select(x.reviewer).where(x.sha256 == sha).order_by(x.reviewer))]
 
     # -- reading ---------------------------------------------------------------
     def stats(self) -> dict[str, int]:

@@ -26,6 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
+from core.review.agreement import (agreement_state, pair_agreements, reviewer_vs_model, second_review_reason,
+                                   second_review_share_setting)
 from core.review.artifacts import ArtifactStore
 from core.review.store import views
 from core.review.store.base import DEFAULT_LEASE_SECONDS, DEFAULT_UNDO_WINDOW_SECONDS, Clock, StoreError, iso
@@ -61,7 +63,10 @@ class ReviewStore:
     def __init__(self, db_path: str | os.PathLike, *, image_dir: str | os.PathLike | None = None,
                  privacy_mode: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  undo_window_seconds: float = DEFAULT_UNDO_WINDOW_SECONDS, clock: Clock | None = None,
-                 synchronous: str = "FULL", artifact_dir: str | os.PathLike | None = None) -> None:
+                 synchronous: str = "FULL", artifact_dir: str | os.PathLike | None = None,
+                 second_review_share: float | None | str = "env") -> None:
+        #: Share of first labels sent to a blind second reviewer (None: double review off).
+        self.second_review_share = second_review_share_setting(second_review_share)
         self.lease_seconds = self._positive(lease_seconds, "lease_seconds")
         self.undo_window_seconds = self._positive(undo_window_seconds, "undo_window_seconds")
         self.db = Database(db_path, clock=clock, synchronous=synchronous)
@@ -193,6 +198,9 @@ class ReviewStore:
             out["queue"] = self.queue.row(sha)
             out["queue_state"] = out["queue"]["state"] if out["queue"] else None  # shortcut, as in recent_items
             out["queue_events"] = self.queue.events(sha)
+            out["review_stage"] = (out["queue"] or {}).get("stage") or "first"
+            out["agreement_state"] = agreement_state(out["review_stage"], out["queue_state"],
+                                                     out["current_label"] is not None)
         return out
 
     def latest_scoring(self, sha256: str) -> dict[str, Any] | None:
@@ -242,9 +250,11 @@ class ReviewStore:
             out = self.items.need(sha)
             queue = self.queue.row(sha)
             out.update({k: queue[k] for k in ("state", "distance", "round", "enqueued_at", "enqueued_by", "reason",
-                                              "lease_reviewer", "lease_expires_at")})
+                                              "lease_reviewer", "lease_expires_at", "stage")})
             out["scoring"] = self.items.latest_scoring(sha)
-            out["current_label"] = self.labels.current(sha)
+            # blind: a second reviewer never sees the first label; an adjudicator sees both
+            out["current_label"] = self.labels.current(sha) if queue["stage"] == "first" else None
+            out["earlier_labels"] = self.labels.in_force(sha) if queue["stage"] == "adjudication" else []
             out["label_version"] = self.labels.version(sha)
             out["why"] = claim_reason(row, expired_from, out["scoring"]["probability"] if out["scoring"] else None)
             return out
@@ -316,10 +326,14 @@ class ReviewStore:
             now = self.db.now_iso()
             row = self.queue.before_label(sha, reviewer, now)
             scoring = self.items.latest_scoring(sha)
+            stage = (row or {}).get("stage") or "first"
+            next_stage, reason = self._next_stage(sha, stage, label, reviewer, scoring)
             event = self.labels.add(sha, label, reviewer, now, note=note, seconds_spent=seconds_spent,
-                                    scoring_id=scoring["id"] if scoring else None, authenticated=authenticated)
+                                    scoring_id=scoring["id"] if scoring else None, authenticated=authenticated,
+                                    stage=stage)
             self.queue.after_label(sha, reviewer, label, now, row=row,
-                                   probability=scoring["probability"] if scoring else None)
+                                   probability=scoring["probability"] if scoring else None,
+                                   next_stage=next_stage, reason=reason)
             event["label_version"] = self.labels.version(sha)
             return event
 
@@ -343,10 +357,47 @@ class ReviewStore:
             sha = event["sha256"]
             self.labels.lock(sha)
             undo_id, current = self.labels.undo(event, reviewer, iso(now))
-            expires = self.queue.after_undo(sha, reviewer, event["label"], now, still_labelled=current is not None)
+            expires = self.queue.after_undo(sha, reviewer, event["label"], now, still_labelled=current is not None,
+                                            stage=event.get("stage") if self.second_review_share is not None else None)
             return {"undo_event_id": undo_id, "undone": event, "current_label": current,
                     "queue_state": self.queue.state(sha), "lease_expires_at": expires,
                     "label_version": self.labels.version(sha)}
+
+    def _next_stage(self, sha: str, stage: str, label: str, reviewer: str,
+                    scoring: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        """Blind double review: the stage this label sends the item to (None: done) and why."""
+        if self.second_review_share is None:
+            return None, None
+        earlier = [e for e in self.labels.in_force(sha) if e["stage"] != stage or stage == "first"]
+        if stage != "first" and any(e["reviewer"] == reviewer for e in earlier):
+            raise StoreError(f"Item {sha[:12]}… waits for an independent {stage} review; {reviewer} already "
+                             "labelled it, so someone else has to.")
+        if stage == "first":
+            why = second_review_reason(sha, (scoring or {}).get("tier"), label, self.second_review_share)
+            return ("second", why) if why else (None, None)
+        if stage == "second":
+            first = next((e for e in earlier if e["stage"] == "first"), None)
+            if first is not None and first["label"] != label:
+                return "adjudication", (f"adjudication: {first['reviewer']} said {first['label']}, "
+                                        f"{reviewer} said {label}")
+        return None, None
+
+    def agreement_state(self, sha256: str) -> str | None:
+        """Where the item stands in double review (see core.review.agreement.AGREEMENT_STATES), None unlabelled."""
+        sha = check_sha256(sha256)
+        with self.db.read():
+            row, current = self.queue.row(sha), self.labels.current(sha)
+        return agreement_state((row or {}).get("stage"), (row or {}).get("state"), current is not None)
+
+    def agreement(self) -> dict[str, Any]:
+        """Cohen's kappa per reviewer pair and overall over double-reviewed items, and the reviewer-vs-model
+        confusion of the labels in force."""
+        with self.db.read():
+            stream = self.labels.stream()
+            tiers = self.db.rows(views.labels_with_tier())
+        per_pair, overall = pair_agreements(stream)
+        return {"pairs": [p.to_json() for p in per_pair], "overall": overall.to_json() if overall else None,
+                "reviewer_vs_model": reviewer_vs_model(tiers)}
 
     def label_history(self, *, reviewer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Latest label and undo events first (the audit trail), optionally for one reviewer."""

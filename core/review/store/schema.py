@@ -249,6 +249,28 @@ _PG_V2 = (
 )
 
 
+#: Version 3: blind double review. The queue row says which review stage an item waits for, label
+#: events say at which stage they were given, and reviewers who already labelled an item are
+#: excluded from claiming its later stages (so the second review is independent).
+_V3 = """
+ALTER TABLE queue ADD COLUMN stage TEXT NOT NULL DEFAULT 'first' CHECK (stage IN ('first', 'second', 'adjudication'));
+ALTER TABLE label_events ADD COLUMN stage TEXT NOT NULL DEFAULT 'first' CHECK (stage IN ('first', 'second', 'adjudication'));
+CREATE TABLE queue_exclusions (
+  sha256 TEXT NOT NULL REFERENCES items(sha256),
+  reviewer TEXT NOT NULL,
+  PRIMARY KEY (sha256, reviewer)
+);
+"""
+_PG_V3 = (
+    "ALTER TABLE queue ADD COLUMN stage TEXT NOT NULL DEFAULT 'first' "
+    "CHECK (stage IN ('first', 'second', 'adjudication'))",
+    "ALTER TABLE label_events ADD COLUMN stage TEXT NOT NULL DEFAULT 'first' "
+    "CHECK (stage IN ('first', 'second', 'adjudication'))",
+    "CREATE TABLE queue_exclusions (sha256 TEXT NOT NULL REFERENCES items(sha256), reviewer TEXT NOT NULL, "
+    "PRIMARY KEY (sha256, reviewer))",
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -260,6 +282,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "items, uploads, scorings, queue, label events, exports", _V1 + _append_only_triggers(), _PG_V1),
     Migration(2, "label_events.authenticated, scorings.precision", _V2, _PG_V2),
+    Migration(3, "blind double review: queue.stage, label_events.stage, queue_exclusions", _V3, _PG_V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -8,7 +8,7 @@ Each table has one owner module, the only one that writes it:
 
 =================================  =========================================
 items, uploads, scorings           :mod:`core.review.store.items`
-queue, queue_events                :mod:`core.review.store.queue`
+queue (+ _events, _exclusions)     :mod:`core.review.store.queue`
 label_events, current_labels       :mod:`core.review.store.labels`
 exports, export_items              :mod:`core.review.store.exports`
 settings                           :mod:`core.review.store.review_store`
@@ -49,6 +49,13 @@ queue = sa.Table(
     sa.Column("sha256", _T, primary_key=True), sa.Column("state", _T), sa.Column("distance", _F),
     sa.Column("round", _I), sa.Column("ready_at", _T), sa.Column("enqueued_at", _T), sa.Column("enqueued_by", _T),
     sa.Column("reason", _T), sa.Column("lease_reviewer", _T), sa.Column("lease_expires_at", _T),
+    sa.Column("stage", _T),
+)
+
+#: Reviewers who may not claim an item's later review stages (they labelled an earlier one).
+queue_exclusions = sa.Table(
+    "queue_exclusions", metadata,
+    sa.Column("sha256", _T, primary_key=True), sa.Column("reviewer", _T, primary_key=True),
 )
 
 queue_events = sa.Table(
@@ -62,6 +69,7 @@ label_events = sa.Table(
     sa.Column("id", _I, primary_key=True), sa.Column("sha256", _T), sa.Column("kind", _T), sa.Column("label", _T),
     sa.Column("undoes", _I), sa.Column("reviewer", _T), sa.Column("created_at", _T), sa.Column("note", _T),
     sa.Column("seconds_spent", _F), sa.Column("scoring_id", _I), sa.Column("authenticated", sa.Boolean),
+    sa.Column("stage", _T),
 )
 
 current_labels = sa.Table(

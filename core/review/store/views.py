@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.review.agreement import agreement_state
 from core.review.store.labels import LabelFilters
 from core.review.store.queue import CLAIM_ORDER
 from core.review.store.items import latest_scoring_id
@@ -22,6 +23,10 @@ _I, _S, _Q, _C, _E, _X = items.c, scorings.c, queue.c, current_labels.c, label_e
 _SELECTION = (_I.name, _I.ext, _I.storage, _I.size, _I.uploaded_at, _S.id.label("scoring_id"), _S.logit,
               _S.probability, _S.tier, _S.model_sha256, _S.model_label, _S.calibration_version,
               _S.preprocess_fingerprint, _S.precision, _S.scored_at)
+
+
+#: Where the item stands in blind double review (turned into ``agreement_state`` by :func:`as_dicts`).
+_REVIEW_STAGE = (_Q.stage.label("review_stage"), _Q.state.label("queue_state"))
 
 
 def _like_escape(text: str) -> str:
@@ -68,9 +73,10 @@ def queue_listing(state: str, limit: int) -> sa.Select:
 def labelled(filters: LabelFilters) -> sa.Select:
     """The labelled items matching ``filters`` with the scoring used for each (latest, or latest by model)."""
     q = sa.select(_C.sha256, _C.event_id.label("label_event_id"), _C.label, _C.reviewer, _C.labelled_at, _E.note,
-                  _E.seconds_spent, _E.authenticated, *_SELECTION).select_from(
+                  _E.seconds_spent, _E.authenticated, *_SELECTION, *_REVIEW_STAGE).select_from(
         current_labels.join(items, _I.sha256 == _C.sha256).join(label_events, _E.id == _C.event_id)
-        .outerjoin(scorings, _S.id == latest_scoring_id(_C.sha256, filters.model_sha256)))
+        .outerjoin(scorings, _S.id == latest_scoring_id(_C.sha256, filters.model_sha256))
+        .outerjoin(queue, _Q.sha256 == _C.sha256))
     if filters.model_sha256:
         q = q.where(_S.id.is_not(None))
     if filters.since is not None:
@@ -89,9 +95,10 @@ def labelled(filters: LabelFilters) -> sa.Select:
 def exported(export_id: str) -> sa.Select:
     """The very rows a recorded export wrote (same label events and scorings), in the same order."""
     return (sa.select(_X.sha256, _X.label_event_id, _E.label, _E.reviewer, _E.created_at.label("labelled_at"),
-                      _E.note, _E.seconds_spent, _E.authenticated, *_SELECTION)
+                      _E.note, _E.seconds_spent, _E.authenticated, *_SELECTION, *_REVIEW_STAGE)
             .select_from(export_items.join(label_events, _E.id == _X.label_event_id)
-                         .join(items, _I.sha256 == _X.sha256).outerjoin(scorings, _S.id == _X.scoring_id))
+                         .join(items, _I.sha256 == _X.sha256).outerjoin(scorings, _S.id == _X.scoring_id)
+                         .outerjoin(queue, _Q.sha256 == _X.sha256))
             .where(_X.export_id == export_id).order_by(_E.created_at, _X.sha256))
 
 
@@ -100,4 +107,12 @@ def as_dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if "authenticated" in r and r["authenticated"] is not None:
             r["authenticated"] = bool(r["authenticated"])
+        if "review_stage" in r:
+            r["agreement_state"] = agreement_state(r.pop("review_stage"), r.pop("queue_state", None), True)
     return rows
+
+
+def labels_with_tier() -> sa.Select:
+    """The label in force of every labelled item with the tier its latest scoring got (model-vs-reviewer)."""
+    return sa.select(_C.sha256, _C.label, _S.tier).select_from(
+        current_labels.outerjoin(scorings, _S.id == latest_scoring_id(_C.sha256)))

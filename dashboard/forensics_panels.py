@@ -66,6 +66,17 @@ def reliability_line(ev: Any, store: Any, *, key: str) -> None:
                         "verdict on the scoring they saw. Unsure labels are not counted.")
 
 
+def _stored(store: Any, sha256: str) -> bool:
+    """Whether the store holds this item (through ``item``, the store's public read)."""
+    from core.review.store import StoreError
+
+    try:
+        store.item(sha256)
+    except StoreError:
+        return False
+    return True
+
+
 # -- stability probe ----------------------------------------------------------
 def _weights_key(detector: Any) -> str:
     from core.model.registry import weights_key
@@ -79,7 +90,7 @@ def _run_probe(ev: Any, detector: Any, store: Any, who: Any, page: str) -> None:
     def work() -> dict[str, Any]:
         result = probe(detector, ev.analysis.decoded, name=ev.name)
         out = result.to_json()
-        if store.has_item(result.sha256):
+        if _stored(store, result.sha256):
             out["recorded"] = record_probe(store, result, model_key=_weights_key(detector),
                                            by=who.name if who else None)
         return out
@@ -95,7 +106,7 @@ def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page:
     from core.scoring.probe import stored_probe
 
     result = ev.extras.get("probe")
-    if result is None and store.has_item(ev.data_sha256):
+    if result is None and _stored(store, ev.data_sha256):
         result = stored_probe(store, ev.data_sha256, _weights_key(detector),
                               model_sha256=detector.checkpoint.sha256)
         if result is not None:
@@ -155,7 +166,7 @@ def _prepare_report(ev: Any, detector: Any, store: Any, who: Any, key: str, page
 
 
 def report_download(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page: str) -> None:
-    if not store.has_item(ev.data_sha256):
+    if not _stored(store, ev.data_sha256):
         st.caption("The report is available once the image is stored.")
         return
     ready = st.session_state.get(f"{key}-report")

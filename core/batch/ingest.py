@@ -20,15 +20,9 @@ def open_store(target: str):
     return open_db(argparse.Namespace(db=target, create=True))
 
 
-def already_scored(store: Any, sha256: str, model_sha256: str) -> bool:
-    if not store.has_item(sha256):
-        return False
-    return any(s.get("model_sha256") == model_sha256 for s in store.item(sha256).get("scorings", []))
-
-
 def ingest(store: Any, analysis: Any, *, name: str, uploader: str | None = None) -> str:
     """Record one analysis unless this image already has a scoring by this model; returns what happened."""
-    if already_scored(store, analysis.score.sha256, analysis.score.model["sha256"]):
+    if store.has_scoring(analysis.score.sha256, analysis.score.model["sha256"]):
         return ALREADY_STORED
     from core.scoring.analysis import record_analysis
 

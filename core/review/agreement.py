@@ -12,7 +12,6 @@ every replay of the same labels makes the same choice.
 """
 from __future__ import annotations
 
-import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence

@@ -184,6 +184,12 @@ class ItemsOwner:
         return [_scoring_out(r) for r in
                 self.db.rows(sa.select(scorings).where(scorings.c.sha256 == sha).order_by(scorings.c.id))]
 
+    def has_scoring(self, sha: str, model_sha256: str) -> bool:
+        """True when this model file has already scored this item."""
+        return self.db.scalar(sa.select(scorings.c.id).where(scorings.c.sha256 == sha,
+                                                             scorings.c.model_sha256 == model_sha256).limit(1)) \
+            is not None
+
     def latest_scoring(self, sha: str) -> dict[str, Any] | None:
         """The item's latest scoring with reasons/guardrails/timings parsed from JSON."""
         return _scoring_out(self.db.row(sa.select(scorings).where(scorings.c.sha256 == sha)

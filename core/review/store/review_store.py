@@ -203,6 +203,10 @@ class ReviewStore:
                                                      out["current_label"] is not None)
         return out
 
+    def has_scoring(self, sha256: str, model_sha256: str) -> bool:
+        """True when the item is stored and ``model_sha256`` has scored it (batch re-runs add nothing)."""
+        return self.items.has_scoring(check_sha256(sha256), str(model_sha256))
+
     def latest_scoring(self, sha256: str) -> dict[str, Any] | None:
         return self.items.latest_scoring(check_sha256(sha256))
 

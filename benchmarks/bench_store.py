@@ -1,7 +1,7 @@
-"""Review-store benchmark: ``python benchmarks/bench_store.py [--items N] [--export-items M]``.
+"""Review-store benchmark: ``python benchmarks/bench_store.py [--items N] [--export-items M] [--db URL]``.
 
 Builds a store with N queued, scored items (default 100,000) on a real SQLite
-file, then prints the median and 95th-percentile latency of ``claim_next``
+file (or on the empty PostgreSQL database named by ``--db URL``), then prints the median and 95th-percentile latency of ``claim_next``
 and of ``label`` (each its own durable transaction), and the time to export M
 labelled items (default 10,000) with every image in the zip. Figures, never
 assertions: targets are <= 10 ms median per call and <= 10 s per export.
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa  # noqa: E402
 
 from core.review.store import ReviewStore  # noqa: E402
 
@@ -51,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-bytes", type=int, default=20_000, help="size of each exported image")
     ap.add_argument("--samples", type=int, default=500, help="claim+label pairs timed")
     ap.add_argument("--dir", help="work folder (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--db", help="an EMPTY PostgreSQL database URL to benchmark instead of a SQLite file")
     args = ap.parse_args(argv)
 
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench_store_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        store = ReviewStore(work / "bench.sqlite")
+        store = ReviewStore(args.db or work / "bench.sqlite", image_dir=work / "images")
         t = time.perf_counter()
         shas = _populate(store, args.items, args.export_items, args.image_bytes)
         setup_s = time.perf_counter() - t
@@ -77,28 +80,28 @@ def main(argv: list[str] | None = None) -> int:
 
         # label the big-image items (label-now path, one batch) so M items are labelled in all
         t = time.perf_counter()
-        already = store.conn.execute("SELECT count(*) FROM current_labels").fetchone()[0]
-        labelled_now = {r[0] for r in store.conn.execute("SELECT sha256 FROM current_labels")}
+        already = store.conn.execute(sa.text("SELECT count(*) FROM current_labels")).scalar_one()
+        labelled_now = {r[0] for r in store.conn.execute(sa.text("SELECT sha256 FROM current_labels"))}
         todo = [s for s in shas[: args.export_items] if s not in labelled_now]
         with store.batch():
             for j, sha in enumerate(todo[: max(0, args.export_items - already)]):
                 store.label(sha, "real" if j % 2 else "fake", "bulk")
         print(f"labelled {len(todo)} more items in one batch in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        n_labelled = store.conn.execute("SELECT count(*) FROM current_labels").fetchone()[0]
+        n_labelled = store.conn.execute(sa.text("SELECT count(*) FROM current_labels")).scalar_one()
         t = time.perf_counter()
         out = store.export_batch(work / "exports", include_all_reviewed=True, exported_by="bench")
         export_s = time.perf_counter() - t
         store.close()
 
         report = {
-            "items": len(shas), "queue_after": stats,
+            "database": store.dialect, "items": len(shas), "queue_after": stats,
             "claim_next": _ms(claims), "label": _ms(labels),
             "export": {"labelled_items": n_labelled, "seconds": round(export_s, 2), "counts": out["counts"],
                        "zip_mb": round(out["files"]["zip"]["bytes"] / 2**20, 1)},
             "setup_seconds": round(setup_s, 1),
         }
         print(json.dumps(report, indent=2))
-        print(f"claim_next median {report['claim_next']['median_ms']} ms, label median "
+        print(f"{store.dialect}: claim_next median {report['claim_next']['median_ms']} ms, label median "
               f"{report['label']['median_ms']} ms at {len(shas)} items; export of {n_labelled} labelled items "
               f"in {export_s:.2f} s")
     finally:

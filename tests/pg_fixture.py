@@ -51,8 +51,8 @@ def _free_port() -> int:
 class PgServer:
     """One PostgreSQL cluster in a temporary folder; :meth:`fresh_database` hands out URLs."""
 
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin = bin_dir
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        self.bin, self.durable = bin_dir, durable
         self.root = Path(tempfile.mkdtemp(prefix="ladeda-pg-"))
         self.data, self.log = self.root / "data", self.root / "server.log"
         self.port = _free_port()
@@ -71,10 +71,11 @@ class PgServer:
 
     def start(self) -> "PgServer":
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-locale",
-                  "-E", "UTF8", "--no-sync")
+                  "-E", "UTF8", *([] if self.durable else ["--no-sync"]))
         # Durability off: the tests check behaviour, not crash safety, and run on shared CPUs.
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=60"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
                   "-t", "60", "start")
         self.admin(f"CREATE DATABASE {_TEMPLATE}")

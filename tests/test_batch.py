@@ -109,7 +109,10 @@ def test_cli_ingests_into_the_store_idempotently(folder, tmp_path, capsys):
         queued = store.queue_stats()["queued"]
         scorings = sum(len(store.item(r["sha256"])["scorings"])
                        for r in {r["sha256"]: r for r in _rows(tmp_path / "r.parquet") if r["sha256"]}.values())
+        stored = store.latest_scoring(first_sha := next(r["sha256"] for r in _rows(tmp_path / "r.parquet")
+                                                         if r["sha256"]))
     assert queued == 3 and scorings == 3  # random Tiny lands in the review band: queued as score --db does
+    assert stored["precision"] == "fp32" and stored["model_sha256"] and len(first_sha) == 64
     assert main(argv) == 1  # a re-run adds nothing
     again = json.loads(capsys.readouterr().out)
     assert again["ingested"] == 0 and again["already_stored"] == 4

@@ -39,6 +39,8 @@ from sqlalchemy.pool import NullPool
 from core.review.store.base import BUSY_TIMEOUT_S, Clock, StoreError, iso, utc_now
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
+#: How many busy timeouts a SQLite write transaction waits out before giving up.
+BEGIN_ATTEMPTS = 3
 
 
 def is_url(target: str | os.PathLike) -> bool:
@@ -191,7 +193,7 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self._guarded(lambda: self._sql("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN"))
+            self._begin_write()
             self._depth = 1
             try:
                 yield self.conn
@@ -209,6 +211,22 @@ class Database:
                                      "nothing was changed.") from None
             finally:
                 self._depth = 0
+
+    def _begin_write(self) -> None:
+        """``BEGIN IMMEDIATE`` (SQLite) or ``BEGIN``; on SQLite a busy timeout is retried a few times.
+
+        Safe to retry: nothing was done yet. SQLite's busy handler is not fair,
+        so under heavy load one of many writers can wait out a whole timeout.
+        """
+        for attempt in range(BEGIN_ATTEMPTS):
+            try:
+                self._sql("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN")
+                return
+            except sa_exc.OperationalError as exc:
+                if self.dialect != SQLITE or attempt == BEGIN_ATTEMPTS - 1 or "locked" not in str(exc.orig):
+                    raise store_error(exc) from None
+            except sa_exc.SQLAlchemyError as exc:
+                raise store_error(exc) from None
 
     def _rollback(self) -> None:
         try:

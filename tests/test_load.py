@@ -84,7 +84,7 @@ def test_concurrent_uploads_on_the_real_detector_all_succeed_with_sequential_res
     (tmp_path / "alone").mkdir()
     alone = ReviewStore(tmp_path / "alone" / "review.sqlite")  # its own artifact folder: computed, not reused
     for s, data in zip(subs, uploads):
-        ref = submit_mod.submit(det, data, "ref.png", alone)
+        ref = submit_mod.submit(det, data, "ref.png", alone, rescore=True)
         assert ref.evidence.tier == s.evidence.tier
         assert abs(ref.evidence.logit - s.evidence.logit) < 1e-4
         assert len(ref.evidence.faces) == len(s.evidence.faces)

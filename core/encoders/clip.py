@@ -126,6 +126,8 @@ class ClipEncoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or min(4, os.cpu_count() or 1))
         opts.inter_op_num_threads = 1
+        # Busy-waiting worker threads burn shared CPU between the small INT8 kernels.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts,

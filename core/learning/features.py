@@ -40,9 +40,10 @@ class FeatureError(DetectorError):
 
 
 def ladeda_key(checkpoint: Any) -> str:
-    from core.model.registry import weights_key
+    """Key of a checkpoint's pooled features: its backbone (a head refit keeps them valid)."""
+    from core.model.registry import backbone_key
 
-    return weights_key(checkpoint)
+    return backbone_key(checkpoint)
 
 
 def put_ladeda(artifacts: ArtifactStore, sha: str, key: str, pooled: np.ndarray) -> None:

@@ -46,3 +46,19 @@ class CalibrationError(DetectorError):
     """Calibration cannot be fitted or applied (e.g. one class only)."""
 
     code = "calibration_error"
+
+
+class InvalidArgumentError(DetectorError, ValueError):
+    """A value outside what a function accepts (a method name, a range, a shape).
+
+    Also a ``ValueError``, so library callers that catch that keep working, while the CLI and the
+    dashboard show its message like every other :class:`DetectorError`.
+    """
+
+    code = "invalid_argument"
+
+
+class ModelFileError(CheckpointError, ValueError):
+    """A model-side file (checkpoint, patch teacher) that is not what the command needs."""
+
+    code = "model_file_error"

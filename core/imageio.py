@@ -89,6 +89,47 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _open_header(raw: bytes, max_pixels: int) -> Image.Image:
+    """Open ``raw`` reading only the header: refuses empty files, non-images and pixel bombs.
+
+    Call inside ``warnings.catch_warnings()`` with DecompressionBombWarning as an error.
+    Messages name no interface (the CLI and the dashboard both show them).
+    """
+    if not raw:
+        raise UnsupportedImageError("The file is empty.")
+    try:
+        img = Image.open(io.BytesIO(raw))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeError("The image has too many pixels to decode safely.") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImageError(
+            "Not a recognised image format (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)."
+        ) from None
+    except Exception as exc:  # Pillow plugins raise assorted errors on hostile headers
+        raise ImageDecodeError(f"The image header could not be read ({type(exc).__name__}).") from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
+            f"{max_pixels / 1e6:.1f} MP. Downscale it and try again."
+        )
+    return img
+
+
+def check_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Cheap pre-flight check (file readable, image magic and header, pixel limit) without decoding pixels.
+
+    Lets a command refuse a bad file in milliseconds, before any model loads;
+    raises the same errors :func:`decode_image` would for those faults.
+    """
+    raw = read_bytes(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _open_header(raw, max_pixels).close()
+
+
 def decode_image(
     source: ImageSource,
     *,
@@ -101,29 +142,10 @@ def decode_image(
     or ``"ignore"``; it comes from the checkpoint's preprocessing spec.
     """
     raw = read_bytes(source)
-    if not raw:
-        raise UnsupportedImageError("The file is empty.")
-    sha = hashlib.sha256(raw).hexdigest()
+    sha = hashlib.sha256(raw).hexdigest() if raw else ""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(raw))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageTooLargeError("The image has too many pixels to decode safely.") from None
-        except UnidentifiedImageError:
-            raise UnsupportedImageError(
-                "Not a recognised image format. Upload a JPEG, PNG, WebP, BMP, TIFF or GIF."
-            ) from None
-        except Exception as exc:  # Pillow plugins raise assorted errors on hostile headers
-            raise ImageDecodeError(f"The image header could not be read ({type(exc).__name__}).") from None
-        width, height = img.size
-        if width <= 0 or height <= 0:
-            raise ImageDecodeError("The image has no pixels.")
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"The image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
-                f"{max_pixels / 1e6:.1f} MP. Downscale it and try again."
-            )
+        img = _open_header(raw, max_pixels)
         fmt = img.format
         n_frames = int(getattr(img, "n_frames", 1) or 1)
         try:

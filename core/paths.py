@@ -1,8 +1,11 @@
 """Where things live: the bundled models and the runtime data directory.
 
 Environment variables override the defaults so a deployment can move state
-without code changes: ``LADEDA_MODEL`` (checkpoint to serve) and
-``LADEDA_DATA_DIR`` (SQLite file, image store, exports).
+without code changes: ``LADEDA_MODEL`` (checkpoint to serve),
+``LADEDA_DATA_DIR`` (SQLite file, image store, exports),
+``LADEDA_DATABASE_URL`` (a PostgreSQL URL instead of the SQLite file, for the
+CLI and the dashboard) and ``LADEDA_IMAGE_DIR`` (the content-addressed image
+folder, e.g. one shared by several dashboard replicas).
 """
 from __future__ import annotations
 
@@ -33,3 +36,19 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
 
 def default_db_path(override: str | os.PathLike | None = None) -> Path:
     return data_dir(override) / "review.sqlite"
+
+
+def database_url() -> str | None:
+    """``$LADEDA_DATABASE_URL`` (e.g. ``postgresql+psycopg://user:pw@host:5432/db``), or None."""
+    return (os.environ.get("LADEDA_DATABASE_URL") or "").strip() or None
+
+
+def default_db_target() -> str | Path:
+    """The review database used when none is named: $LADEDA_DATABASE_URL, else the SQLite file."""
+    return database_url() or default_db_path()
+
+
+def image_dir_override() -> Path | None:
+    """``$LADEDA_IMAGE_DIR``: where image bytes live when no ``image_dir`` is passed (None: the default)."""
+    value = (os.environ.get("LADEDA_IMAGE_DIR") or "").strip()
+    return Path(value) if value else None

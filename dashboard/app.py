@@ -40,4 +40,7 @@ with st.sidebar:
         widgets.model_panel(st.sidebar, active)
 
 widgets.header(active, who)
+exposed = services.exposure_warning()
+if exposed:
+    st.warning(exposed, icon=":material/lan:")
 page.run()

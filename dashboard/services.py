@@ -98,17 +98,17 @@ def exports_dir() -> Path:
 # store and registry
 # ---------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
-def _store(db_path: str):
-    from core.review.store import ReviewStore
+def _store(target: str):
+    from core.review.store import open_store
 
-    return ReviewStore(db_path)
+    return open_store(target, create=True)
 
 
 def store():
-    """The review store on ``<data dir>/review.sqlite`` (created on first use)."""
-    from core.paths import default_db_path
+    """The review store: $LADEDA_DATABASE_URL (PostgreSQL, for a team), else ``<data dir>/review.sqlite``."""
+    from core.paths import default_db_target
 
-    return _store(str(default_db_path()))
+    return _store(str(default_db_target()))
 
 
 def registry():
@@ -211,6 +211,20 @@ class Identity:
     @property
     def display(self) -> str:
         return self.name if self.authenticated else f"{self.name} (unauthenticated)"
+
+
+LOOPBACK_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning() -> str | None:
+    """A banner text when the server listens beyond this machine without sign-in, else None."""
+    address = str(st.get_option("server.address") or "").strip()
+    if address in LOOPBACK_ADDRESSES or address.startswith("127.") or auth_configured():
+        return None
+    where = address or "every network interface"
+    return (f"This dashboard listens on {where} and no sign-in is configured: anyone who can reach it can "
+            "label images under any name. Configure an [auth] section (see .streamlit/secrets.example.toml) "
+            "or serve it on 127.0.0.1 only.")
 
 
 def auth_configured() -> bool:

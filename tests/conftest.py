@@ -9,6 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .pg_fixture import backend, new_db, pg_server  # noqa: F401  (store tests run on SQLite and PostgreSQL)
+
+#: Blind double review re-queues a share of labelled items; tests of everything else run with it off,
+#: tests/test_double_review.py turns it on per store. Subprocesses (CLI, servers) inherit this.
+os.environ.setdefault("LADEDA_SECOND_REVIEW_SHARE", "off")
+
+# Parity and scoring tests compare exact figures: serve fp32 unless a test asks for another path.
+os.environ.setdefault("LADEDA_PRECISION", "fp32")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LADEDA_SHARED_DIR", REPO.parent / "shared"))
 REFERENCE = SHARED / "reference"

@@ -303,18 +303,22 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     _ok(at.run())
     assert not at.error, [e.value for e in at.error]
     assert any(m.label == "Projected FPR" for m in at.metric)
-    _button(at, "cal-save-activate").click()
+    # two labels are one click from production no more: saving works, activating is refused with a reason
+    assert _button(at, "cal-save-activate").disabled
+    assert "Too few labels to put this calibration into production: 1 real and 1 fake" in _texts(at)
+    _button(at, "cal-save").click()
     _ok(at.run())
-    assert "and activated it" in _texts(at)
+    assert "Saved v0001" in _texts(at)
+    at.selectbox(key="cal-pick").set_value("v0001")
+    _ok(at.run())
+    _button(at, "cal-activate").click()
+    _ok(at.run())
+    assert any("at least 30 of each are needed" in e.value for e in at.error)
     from core.model.registry import ModelRegistry
 
     reg = ModelRegistry(data_dir / "models", base=loop_model)
-    active = reg.active()
-    assert active.version is not None and active.version.id == "v0001"
-    cal_version = active.version.calibration_version
-    assert active.version.tiers["source"] == "fitted"  # the untouched suggestion keeps its targets
-    assert active.version.tiers["targets"]["fpr"] is not None
-    assert cal_version in at.caption[0].value  # the header now shows the new calibration
+    assert reg.active().version is None and reg.version("v0001").tiers["source"] == "fitted"
+    assert reg.version("v0001").tiers["targets"]["fpr"] is not None  # the untouched suggestion keeps its targets
     # scoring again uses the new calibration
     at.switch_page("views/inspect.py")
     _ok(at.run())
@@ -432,8 +436,10 @@ def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
     _button(at, "cal-fit").click()
     _ok(at.run())
     assert not at.error, [e.value for e in at.error]
-    metrics = at.dataframe[0].value  # before / after
-    assert list(metrics["calibration"])[0].startswith("before") and metrics["ECE"].iloc[1] < metrics["ECE"].iloc[0]
+    metrics = at.dataframe[0].value  # serving now / new fit out of sample / new fit in-sample
+    assert list(metrics["calibration"])[0].startswith("serving now")
+    assert list(metrics["measured"]) == ["on these labels", "out of sample (5-fold)", "in-sample (optimistic)"]
+    assert metrics["ECE"].iloc[1] < metrics["ECE"].iloc[0]  # better than the sigmoid on labels it did not see
     fpr = [m for m in at.metric if m.label == "Projected FPR"][0].value
     # moving the thresholds changes the projection
     slider = [s for s in at.slider if s.key and s.key.startswith("cal-thresholds")][0]

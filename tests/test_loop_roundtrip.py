@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -27,21 +28,22 @@ def tiny_model(tmp_path_factory):
                             tiers={"real_below": 0.0, "fake_at_or_above": 1.0})
 
 
-def _labelled_store(tmp_path, tiny_model, n=12):
-    """Score n generated images into a real SQLite store through the CLI, then label them all."""
+def _labelled_store(db, tmp_path, tiny_model, n=12):
+    """Score n generated images into a real store (SQLite or PostgreSQL) through the CLI, then label them all."""
     files = []
     for i in range(n):
         img = make_photo(96, 96, seed=i) if i % 2 == 0 else _fake_like(i, 96)
         p = tmp_path / f"img{i}.png"
         p.write_bytes(encode(img, "PNG"))
         files.append(p)
-    db = tmp_path / "review.sqlite"
+    env = {**os.environ, "LADEDA_IMAGE_DIR": str(tmp_path / "images")}
     proc = subprocess.run([sys.executable, "-m", "core", "score", "--model", str(tiny_model), "--db", str(db),
-                           "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300)
+                           "--create", "--no-progress", *map(str, files)], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert all(l["tier"] == "review" for l in lines) and all("guardrails" in l for l in lines)
-    store = ReviewStore(db)
+    store = ReviewStore(db, image_dir=tmp_path / "images")
     assert store.queue_stats().get("queued", 0) == n
     for i in range(n):
         item = store.claim_next("ana")
@@ -52,8 +54,8 @@ def _labelled_store(tmp_path, tiny_model, n=12):
     return store, lines
 
 
-def test_score_db_then_export_recalibration_csv_fits_a_calibration(tmp_path, tiny_model):
-    store, lines = _labelled_store(tmp_path, tiny_model)
+def test_score_db_then_export_recalibration_csv_fits_a_calibration(new_db, tmp_path, tiny_model):
+    store, lines = _labelled_store(new_db(), tmp_path, tiny_model)
     paths = store.export_batch(tmp_path / "exports", exported_by="ana")
     csv_path = paths["csv"] if "csv" in paths else paths["paths"]["csv"]
     logits, labels = read_logit_csv(csv_path)
@@ -72,8 +74,8 @@ def test_score_db_then_export_recalibration_csv_fits_a_calibration(tmp_path, tin
     assert load_checkpoint(out).calibration["method"] == "temperature"
 
 
-def test_hard_negative_zip_trains_one_step(tmp_path, tiny_model):
-    store, _ = _labelled_store(tmp_path, tiny_model)
+def test_hard_negative_zip_trains_one_step(new_db, tmp_path, tiny_model):
+    store, _ = _labelled_store(new_db(), tmp_path, tiny_model)
     paths = store.export_batch(tmp_path / "exports", include_all_reviewed=True, exported_by="ana")
     zip_path = paths["zip"] if "zip" in paths else paths["paths"]["zip"]
     data = tmp_path / "retrain"

@@ -137,3 +137,14 @@ def test_rebind_shares_the_network_and_applies_the_new_calibration(setup):
     other = load_checkpoint(_tiny(base.parent / "other.pt", seed=3))
     with pytest.raises(CheckpointError, match="Cannot rebind"):
         rebind(det, other)
+
+
+def test_same_weights_lists_the_base_and_its_versions(tmp_path):
+    from core.model.registry import ModelRegistry
+
+    from .conftest import save_random_tiny
+
+    base = save_random_tiny(tmp_path / "base.pt")
+    reg = ModelRegistry(tmp_path / "models", base=base)
+    v = reg.save_version(calibration=None, tiers={"real_below": 0.3, "fake_at_or_above": 0.7}, created_by="ana")
+    assert reg.same_weights() == [reg.base_sha256(), v.sha256]

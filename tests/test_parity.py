@@ -27,8 +27,8 @@ def _close(actual, expected, rel=1e-4, abs_=1e-3):
     assert ok.all(), f"max abs diff {np.abs(actual - expected).max()}"
 
 
-def test_preprocessing_reproduces_official_inputs(parity_expected):
-    ckpt = import_official("tiny", REFERENCE / "official-tiny-ladeda" / "WildRF_Tiny_LaDeDa.pth", "/tmp/_p.pt")
+def test_preprocessing_reproduces_official_inputs(tmp_path, parity_expected):
+    ckpt = import_official("tiny", REFERENCE / "official-tiny-ladeda" / "WildRF_Tiny_LaDeDa.pth", tmp_path / "p.pt")
     for i, name in enumerate(parity_expected["names"]):
         t = to_model_input(PARITY / "images" / str(name), ckpt.spec).tensor.numpy()[0]
         assert np.abs(t - parity_expected["inputs"][i]).max() <= 1e-5

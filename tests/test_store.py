@@ -1,4 +1,5 @@
-"""Review store on real SQLite files: schema, items, queue, leases, labels, undo, monitoring, CLI."""
+"""Review store on real databases (each test on SQLite and PostgreSQL): schema, items, queue, leases, labels,
+undo, monitoring, CLI."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from core.review.store import (LABELS, PSI_ALERT, PSI_WARN, SCHEMA_VERSION, ReviewStore, StoreError, drift_level,
                         model_verdict, psi, scoring_kwargs)
@@ -38,10 +40,20 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    s = ReviewStore(tmp_path / "review.sqlite", clock=clock)
+def store(new_db, tmp_path, clock):
+    s = ReviewStore(new_db(), clock=clock, image_dir=tmp_path / "images")
     yield s
     s.close()
+
+
+def sql(store: ReviewStore, query: str) -> list[tuple]:
+    """Run raw SQL on the store's own connection (what a careless script or a DBA might do)."""
+    result = store.conn.execute(sa.text(query))
+    return [tuple(r) for r in result.all()] if result.returns_rows else []
+
+
+def count(store: ReviewStore, table: str) -> int:
+    return sql(store, f"SELECT count(*) FROM {table}")[0][0]
 
 
 def add_scored(store: ReviewStore, n: int, p: float, tier: str | None = None, *, model: str = MODEL,
@@ -58,45 +70,56 @@ def add_scored(store: ReviewStore, n: int, p: float, tier: str | None = None, *,
 
 
 # -- schema -----------------------------------------------------------------
-def test_new_file_gets_wal_foreign_keys_and_schema_version(tmp_path):
-    path = tmp_path / "sub" / "r.sqlite"
-    with ReviewStore(path) as s:
+def test_new_database_gets_the_schema_once(new_db, tmp_path):
+    target = new_db("fresh", migrated=False)
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:
         assert s.schema_version == SCHEMA_VERSION == MIGRATIONS[-1].version
-        assert s.db.journal_mode == "wal"
-        assert s.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert {"items", "scorings", "queue", "label_events", "exports"} <= set(s.db.table_names())
-    with ReviewStore(path) as again:  # re-opening migrates nothing and keeps data
+        tables = set(sa.inspect(s.engine).get_table_names())
+        assert {"items", "scorings", "queue", "queue_events", "label_events", "current_labels", "exports"} <= tables
+        columns = {c["name"] for c in sa.inspect(s.engine).get_columns("label_events")}
+        assert "authenticated" in columns and "precision" in {c["name"] for c in
+                                                              sa.inspect(s.engine).get_columns("scorings")}
+    with ReviewStore(target, image_dir=tmp_path / "images") as again:  # re-opening migrates nothing
         assert again.schema_version == SCHEMA_VERSION
-        assert again.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+        assert count(again, "schema_migrations") == len(MIGRATIONS)
 
 
-def test_a_new_migration_is_applied_once_and_keeps_data(tmp_path, monkeypatch):
+def test_sqlite_file_gets_wal_and_foreign_keys(tmp_path):
+    with ReviewStore(tmp_path / "sub" / "r.sqlite") as s:
+        assert s.dialect == "sqlite" and s.db_path == tmp_path / "sub" / "r.sqlite"
+        assert sql(s, "PRAGMA journal_mode") == [("wal",)]
+        assert sql(s, "PRAGMA foreign_keys") == [(1,)]
+        assert sql(s, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_new_migration_is_applied_once_and_keeps_data(new_db, tmp_path, monkeypatch):
     from core.review.store import schema
 
-    path = tmp_path / "r.sqlite"
-    with ReviewStore(path) as s:
+    target = new_db()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:
         sha = add_scored(s, 1, 0.5)
         s.label(sha, "fake", "alice")
-    v2 = schema.Migration(SCHEMA_VERSION + 1, "test: reviewer teams",
-                          "CREATE TABLE teams (reviewer TEXT PRIMARY KEY, team TEXT NOT NULL);")
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, v2))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", v2.version)
+    ddl = "CREATE TABLE teams (reviewer TEXT PRIMARY KEY, team TEXT NOT NULL)"
+    v_next = schema.Migration(SCHEMA_VERSION + 1, "test: reviewer teams", ddl + ";", (ddl,))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, v_next))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", v_next.version)
     for _ in range(2):
-        with ReviewStore(path) as s:
-            assert s.schema_version == v2.version and "teams" in s.db.table_names()
+        with ReviewStore(target, image_dir=tmp_path / "images") as s:
+            assert s.schema_version == v_next.version and "teams" in sa.inspect(s.engine).get_table_names()
             assert s.item(sha)["current_label"]["label"] == "fake"
-            versions = [r[0] for r in s.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-            assert versions == list(range(1, v2.version + 1))
+            versions = [r[0] for r in sql(s, "SELECT version FROM schema_migrations ORDER BY version")]
+            assert versions == list(range(1, v_next.version + 1))
 
 
-def test_newer_schema_is_refused_without_touching_the_file(tmp_path):
-    path = tmp_path / "r.sqlite"
-    ReviewStore(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
+def test_newer_schema_is_refused_without_touching_the_database(new_db, tmp_path):
+    target = new_db()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:
+        if s.dialect == "sqlite":
+            sql(s, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        else:
+            sql(s, f"INSERT INTO schema_migrations VALUES ({SCHEMA_VERSION + 1}, 'future', 'x')")
     with pytest.raises(StoreError, match="newer"):
-        ReviewStore(path)
+        ReviewStore(target, image_dir=tmp_path / "images")
 
 
 def test_not_a_database_is_a_clear_error(tmp_path):
@@ -104,18 +127,87 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable SQLite"):
         ReviewStore(bad)
+    with pytest.raises(StoreError, match="folder"):
+        ReviewStore(tmp_path)
+    with pytest.raises(StoreError, match="Unsupported database"):
+        ReviewStore("mysql://u@localhost/db")
+
+
+def test_unreachable_postgresql_is_a_clear_error_without_the_password(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreError, match="Cannot reach the review database") as err:
+        ReviewStore(f"postgresql+psycopg://ana:s3cret@127.0.0.1:{port}/review", image_dir=tmp_path)
+    assert "s3cret" not in str(err.value) and "***" in str(err.value)
 
 
 def test_history_tables_are_append_only(store, clock):
     sha = add_scored(store, 1, 0.5)
     store.label(sha, "real", "alice")
-    for sql in ("UPDATE label_events SET label = 'fake'", "DELETE FROM label_events",
-                "DELETE FROM scorings", "UPDATE uploads SET name = 'x'", "DELETE FROM queue_events"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            store.conn.execute(sql)
-    with pytest.raises(sqlite3.IntegrityError):  # items are referenced: cannot vanish
-        store.conn.execute("DELETE FROM items")
+    for statement in ("UPDATE label_events SET label = 'fake'", "DELETE FROM label_events",
+                      "DELETE FROM scorings", "UPDATE uploads SET name = 'x'", "DELETE FROM queue_events"):
+        with pytest.raises(sa.exc.IntegrityError, match="append-only"):
+            sql(store, statement)
+    if store.dialect == "postgresql":
+        with pytest.raises(sa.exc.IntegrityError, match="append-only"):
+            sql(store, "TRUNCATE label_events CASCADE")
+    with pytest.raises(sa.exc.IntegrityError):  # items are referenced: cannot vanish
+        sql(store, "DELETE FROM items")
     assert store.item(sha)["current_label"]["label"] == "real"
+
+
+def _v1_file(path) -> None:
+    """A review database exactly as the SQLite-only store (schema version 1) left it, with one of everything."""
+    from core.review.store.schema import _statements
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                 "applied_at TEXT NOT NULL)")
+    for statement in _statements(MIGRATIONS[0].sqlite):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 'v1', '2026-01-01T00:00:00.000000Z')")
+    conn.execute("PRAGMA user_version = 1")
+    sha, t = "ab" * 32, "2026-01-01T10:00:00.000000Z"
+    conn.execute("INSERT INTO settings VALUES ('privacy_mode', '0')")
+    conn.execute("INSERT INTO items VALUES (?, 'old.jpg', 3, '.jpg', 'original', ?, 'up', ?)", (sha, t, t))
+    conn.execute("INSERT INTO uploads (sha256, name, uploader, uploaded_at) VALUES (?, 'old.jpg', 'up', ?)", (sha, t))
+    conn.execute("INSERT INTO scorings (sha256, scored_at, model_sha256, logit, probability, tier, reasons) "
+                 "VALUES (?, ?, ?, 0.2, 0.55, 'review', '[\"mid\"]')", (sha, t, MODEL))
+    conn.execute("INSERT INTO queue (sha256, state, distance, ready_at, enqueued_at, reason) "
+                 "VALUES (?, 'labelled', 0.05, ?, ?, 'review tier')", (sha, t, t))
+    conn.execute("INSERT INTO queue_events (sha256, event, at) VALUES (?, 'enqueued', ?)", (sha, t))
+    conn.execute("INSERT INTO label_events (sha256, kind, label, reviewer, created_at, note, scoring_id) "
+                 "VALUES (?, 'label', 'fake', 'alice', ?, 'old note', 1)", (sha, t))
+    conn.execute("INSERT INTO current_labels VALUES (?, 1, 'fake', 'alice', ?)", (sha, t))
+    conn.execute("INSERT INTO exports VALUES ('exp-old', ?, 'lead', '{}', '{}', '{}', NULL)", (t,))
+    conn.execute("INSERT INTO export_items VALUES ('exp-old', 1, 1, ?)", (sha,))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_version_1_sqlite_file_migrates_in_place_with_nothing_lost(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _v1_file(path)
+    before = {t: sqlite3.connect(path).execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+              for t in ("items", "uploads", "scorings", "queue", "queue_events", "label_events", "current_labels",
+                        "exports", "export_items", "settings")}
+    with ReviewStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        item = s.item("ab" * 32)
+        assert item["current_label"]["label"] == "fake" and item["current_label"]["authenticated"] is False
+        assert item["latest_scoring"]["reasons"] == ["mid"] and item["latest_scoring"]["precision"] is None
+        assert item["label_events"][0]["note"] == "old note" and s.export_history()[0]["id"] == "exp-old"
+        for table, rows in before.items():  # every old row is still there, unchanged, new columns appended
+            now = sql(s, f"SELECT * FROM {table} ORDER BY 1")
+            assert [r[:len(rows[0])] if rows else r for r in now] == rows, table
+        s.label("ab" * 32, "real", "bob", authenticated=True)  # and the file works on
+        assert s.item("ab" * 32)["label_version"] == 2
+    assert [r[0] for r in sqlite3.connect(path).execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
 
 
 # -- items and scorings ---------------------------------------------------------
@@ -135,7 +227,7 @@ def test_same_bytes_twice_is_one_item_with_two_scorings(store, clock, tmp_path):
     assert item["latest_scoring"]["probability"] == 0.55
     assert [e["event"] for e in item["queue_events"]] == ["enqueued"]  # queued once
     assert store.image_bytes(a) == data
-    assert store.conn.execute("SELECT count(*) FROM items").fetchone()[0] == 1
+    assert count(store, "items") == 1
     files = list((tmp_path / "images" / "originals").rglob("*"))
     assert [f.name for f in files if f.is_file()] == [a]
 
@@ -159,7 +251,7 @@ def test_bad_input_is_refused_clearly(store):
         store.label(sha, "maybe", "alice")
     with pytest.raises(StoreError, match="reviewer"):
         store.claim_next("  ")
-    assert store.conn.execute("SELECT count(*) FROM scorings").fetchone()[0] == 0
+    assert count(store, "scorings") == 0
 
 
 def test_guardrails_with_numpy_and_nan_are_stored_as_plain_json(store):
@@ -201,9 +293,10 @@ def test_only_review_tier_is_queued_automatically_and_labels_stand(store, clock)
     assert store.item(real)["queue"] is None and store.item(real)["queue_state"] is None
 
 
-def test_privacy_mode_keeps_only_a_thumbnail_and_is_sticky(tmp_path):
+def test_privacy_mode_keeps_only_a_thumbnail_and_is_sticky(new_db, tmp_path, monkeypatch):
     data = encode(make_photo(640, 480), "PNG")
-    path = tmp_path / "p.sqlite"
+    path = new_db("p")
+    monkeypatch.setenv("LADEDA_IMAGE_DIR", str(tmp_path / "images"))  # the configurable image folder
     with ReviewStore(path, privacy_mode=True) as s:
         sha = s.add_item(data, name="face.png", uploader="u")
         assert s.item(sha)["storage"] == "thumbnail"
@@ -355,7 +448,7 @@ def test_undo_walks_back_and_restores_earlier_labels(store, clock):
     store.label(x, "unsure", "carol")
     with pytest.raises(StoreError, match="labelled again by carol"):
         store.undo_last("alice")
-    kinds = store.conn.execute("SELECT kind, count(*) FROM label_events GROUP BY kind").fetchall()
+    kinds = sql(store, "SELECT kind, count(*) FROM label_events GROUP BY kind")
     assert dict(kinds) == {"label": 4, "undo": 2}
 
 
@@ -425,8 +518,9 @@ def _cli(argv: list[str], capsys) -> object:
     return json.loads(capsys.readouterr().out)
 
 
-def test_cli_contract(tmp_path, capsys):
-    db = str(tmp_path / "cli.sqlite")
+def test_cli_contract(new_db, tmp_path, capsys, monkeypatch):
+    db = str(new_db("cli"))
+    monkeypatch.setenv("LADEDA_IMAGE_DIR", str(tmp_path / "images"))
     with ReviewStore(db) as s:
         review = add_scored(s, 1, 0.52)
         hand = add_scored(s, 2, 0.97)
@@ -451,8 +545,129 @@ def test_cli_is_discovered_by_core_main_and_errors_exit_2(tmp_path, capsys):
     from core.__main__ import main
 
     db = str(tmp_path / "m.sqlite")
-    assert main(["queue", "stats", "--db", db]) == 0
+    assert main(["queue", "stats", "--db", db, "--create"]) == 0
     assert json.loads(capsys.readouterr().out) == {"queued": 0, "leased": 0, "labelled": 0}
     assert main(["queue", "add", "--db", db, "--sha256", "f" * 64]) == 2
     assert "No stored item" in capsys.readouterr().err
     assert set(LABELS) == {"real", "fake", "unsure"}
+
+
+# -- both databases: what the SQLAlchemy store adds ------------------------------------
+def test_claim_says_why_the_item_was_picked(store, clock):
+    near = add_scored(store, 1, 0.51, clock=clock)
+    far = add_scored(store, 2, 0.35, clock=clock)
+    hand = store.add_item(b"by hand", name="h.jpg")
+    store.enqueue(hand, by="lead", reason="customer complaint")
+    first = store.claim_next("alice", lease_seconds=60)
+    assert (first["sha256"], first["why"]) == (near, "most uncertain: p=0.51")
+    assert first["label_version"] == 0
+    clock.advance(61)  # alice walks away
+    again = store.claim_next("bob")
+    assert again["sha256"] == near and again["why"] == "lease expired (alice did not finish); most uncertain: p=0.51"
+    assert store.claim_next("bob")["why"] == "most uncertain: p=0.35"
+    store.skip(far, "bob")
+    assert store.claim_next("carol")["why"] == "queued by lead: customer complaint"
+    assert store.claim_next("dan")["why"] == "most uncertain: p=0.35; skipped 1× before"
+
+
+def test_priority_is_the_distance_to_the_boundary(store):
+    from core.review.store import priority
+
+    assert (priority(0.5), priority(0.2), priority(0.9), priority(None)) == (0.0, 0.3, pytest.approx(0.4), 0.5)
+    sha = add_scored(store, 1, 0.62)
+    assert store.item(sha)["queue"]["distance"] == pytest.approx(priority(0.62))
+
+
+def test_a_stale_label_version_cannot_overwrite_a_newer_decision(new_db, tmp_path, clock):
+    target = new_db()
+    with ReviewStore(target, clock=clock, image_dir=tmp_path / "images") as a, \
+            ReviewStore(target, clock=clock, image_dir=tmp_path / "images") as b:  # two reviewers, two connections
+        sha = add_scored(a, 1, 0.95)  # never queued: both open it from the Inspect page
+        seen_by_a, seen_by_b = a.item(sha)["label_version"], b.item(sha)["label_version"]
+        assert seen_by_a == seen_by_b == 0
+        assert b.label(sha, "real", "bob", expected_version=seen_by_b)["label_version"] == 1
+        with pytest.raises(StoreError, match="changed by bob .* since you opened it"):
+            a.label(sha, "fake", "alice", expected_version=seen_by_a)
+        assert a.item(sha)["current_label"]["label"] == "real"  # bob's decision stands
+        ev = a.label(sha, "fake", "alice", expected_version=a.item(sha)["label_version"])  # after a reload
+        assert ev["label_version"] == 2 and b.item(sha)["current_label"]["reviewer"] == "alice"
+        assert a.undo_last("alice")["label_version"] == 3
+        with pytest.raises(StoreError, match="since you opened it"):
+            b.label(sha, "unsure", "bob", expected_version=2)
+
+
+def test_sign_in_and_precision_are_recorded(store):
+    sha = store.add_item(b"abc", name="x.jpg")
+    store.record_scoring(sha, model_sha256=MODEL, logit=0.1, probability=0.52, tier="review", precision="bf16")
+    store.record_scoring(sha, **scoring_kwargs({"logit": 0.1, "probability": 0.52, "model_sha256": MODEL}),
+                         tier="review")
+    assert [s["precision"] for s in store.item(sha)["scorings"]] == ["bf16", None]
+    store.label(sha, "real", "ann@example.org", authenticated=True)
+    store.label(sha, "fake", "typed name")
+    events = store.item(sha)["label_events"]
+    assert [e["authenticated"] for e in events] == [True, False]
+    assert store.item(sha)["current_label"]["authenticated"] is False
+
+
+def test_leases_run_on_the_database_clock_on_postgresql(new_db, tmp_path, monkeypatch):
+    """Without an injected clock PostgreSQL times leases by the server's clock, SQLite by this machine's."""
+    from core.review.store import db as db_module, from_iso
+
+    skewed = dt.datetime(1999, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(db_module, "utc_now", lambda: skewed)  # this app server's clock is badly wrong
+    with ReviewStore(new_db(), image_dir=tmp_path / "images") as s:
+        add_scored(s, 1, 0.5)
+        expires = from_iso(s.claim_next("alice", lease_seconds=60)["lease_expires_at"])
+        if s.dialect == "postgresql":
+            server_now = s.conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+            assert abs((expires - server_now).total_seconds() - 60) < 30
+        else:
+            assert expires == skewed + dt.timedelta(seconds=60)
+
+
+def test_database_failures_reach_users_as_store_errors(new_db, tmp_path, monkeypatch):
+    target = new_db()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:
+        sha = add_scored(s, 1, 0.5)
+        if s.dialect == "postgresql":  # the server drops our connection (restart, failover)
+            pid = s.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with ReviewStore(target, image_dir=tmp_path / "images") as admin:
+                admin.conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            with pytest.raises(StoreError, match="unavailable|refused"):
+                s.label(sha, "real", "alice")
+        else:  # another process holds the write lock longer than we wait
+            from core.review.store import db as db_module
+
+            monkeypatch.setattr(db_module, "BUSY_TIMEOUT_S", 0.2)
+            locker = sqlite3.connect(target, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            with ReviewStore(target, image_dir=tmp_path / "images") as impatient:
+                with pytest.raises(StoreError, match="busy or unavailable"):
+                    impatient.label(sha, "real", "alice")
+            locker.execute("ROLLBACK")
+            locker.close()
+    with ReviewStore(target, image_dir=tmp_path / "images") as s:  # nothing half-written
+        assert s.item(sha)["label_events"] == [] and s.queue_stats()["queued"] == 1
+
+
+def test_open_store_takes_a_path_or_a_url_and_never_creates_by_mistake(new_db, tmp_path, monkeypatch, backend):
+    from core.cli._db import open_db
+    from core.review.store import open_store
+
+    monkeypatch.setenv("LADEDA_IMAGE_DIR", str(tmp_path / "images"))
+    missing = tmp_path / "nowhere" / "typo.sqlite"
+    with pytest.raises(StoreError, match="No review database .* --create"):
+        open_db(argparse.Namespace(db=str(missing)))
+    assert not missing.parent.exists()
+    open_db(argparse.Namespace(db=str(missing), create=True)).close()
+    assert missing.is_file()
+    target = str(new_db())
+    with open_store(target, create=True) as s:  # (create has no effect on a URL)
+        sha = add_scored(s, 1, 0.5)
+    monkeypatch.setenv("LADEDA_DATABASE_URL" if backend == "postgresql" else "LADEDA_DATA_DIR",
+                       target if backend == "postgresql" else str(tmp_path))
+    with open_db(argparse.Namespace()) as s:  # no --db: $LADEDA_DATABASE_URL, else the data directory's file
+        assert s.item(sha)["name"] == "img1.jpg"
+    if backend == "postgresql":
+        with pytest.raises(StoreError, match="Cannot reach"):  # a URL is never created
+            open_store(target.rsplit("/", 1)[0] + "/no_such_db", create=True)

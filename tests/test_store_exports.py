@@ -1,8 +1,10 @@
-"""Export round trip on a real SQLite file: recalibration CSV/JSONL and the hard-negative zip."""
+"""Export round trip on real databases (SQLite and PostgreSQL): recalibration CSV/JSONL, hard-negative zip,
+the SQLite batch for Datasette, and spreadsheet-safe free text."""
 from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 import zipfile
 
 import pytest
@@ -35,8 +37,8 @@ def _scored(store, seed, p, tier, label=None, reviewer="alice", model=MODEL, clo
 
 
 @pytest.fixture
-def populated(tmp_path, clock):
-    store = ReviewStore(tmp_path / "r.sqlite", clock=clock)
+def populated(new_db, tmp_path, clock):
+    store = ReviewStore(new_db("r"), clock=clock, image_dir=tmp_path / "images")
     s = {
         "real_scored_fake": _scored(store, 1, 0.93, "fake", "real", clock=clock),          # hard negative
         "fake_scored_real": _scored(store, 2, 0.08, "real", "fake", "bob", clock=clock),   # hard negative
@@ -161,8 +163,8 @@ def test_export_filters(populated, tmp_path, clock):
         store.export_preview({"colour": "red"})
 
 
-def test_privacy_mode_exports_thumbnails_and_says_so(tmp_path):
-    with ReviewStore(tmp_path / "p.sqlite", privacy_mode=True) as store:
+def test_privacy_mode_exports_thumbnails_and_says_so(new_db, tmp_path):
+    with ReviewStore(new_db("p"), privacy_mode=True, image_dir=tmp_path / "images") as store:
         sha, _ = _scored(store, 1, 0.9, "fake", "real")
         missing, _ = _scored(store, 2, 0.1, "real", "fake")
         store.blobs.thumbnail_path(missing).unlink()  # a lost file must not break the export
@@ -181,3 +183,67 @@ def test_export_refuses_a_file_as_destination(populated, tmp_path):
     with pytest.raises(StoreError, match="is a file"):
         store.export_batch(f)
     assert store.export_history() == []
+
+
+def test_appended_columns_carry_name_tier_note_and_sign_in(populated, tmp_path):
+    store, s = populated
+    sha = s["unlabelled"][0]
+    store.label(sha, "fake", "dana", note="seen on two sites", authenticated=True)
+    out = store.export_batch(tmp_path / "out", reviewer="dana")
+    header, (row,) = _read_csv(out["csv"])
+    assert tuple(header[:9]) == ("sha256", "logit", "probability", "label", "reviewer", "labelled_at", "model_sha256",
+                                 "calibration_version", "preprocess_fingerprint")  # the old contract, unchanged
+    assert header[9:] == ["name", "tier", "note", "authenticated", "agreement_state"]
+    assert (row["name"], row["tier"], row["note"], row["authenticated"]) == (
+        "photo8.jpg", "review", "seen on two sites", "true")
+    (line,) = [json.loads(x) for x in open(out["jsonl"])]
+    assert line["authenticated"] is True and line["note"] == "seen on two sites"
+    assert _read_csv(store.export_batch(tmp_path / "all", only_new=False)["csv"])[1][0]["authenticated"] == "false"
+
+
+HOSTILE = {"=HYPERLINK(\"http://evil\",\"x\")": "'=HYPERLINK(\"http://evil\",\"x\")", "+1+2": "'+1+2",
+           "-2+3": "'-2+3", "@SUM(A1)": "'@SUM(A1)", "plain note": "plain note"}
+
+
+def test_free_text_cannot_become_a_spreadsheet_formula(new_db, tmp_path):
+    from core.review.export_files import safe_text
+
+    with ReviewStore(new_db(), image_dir=tmp_path / "images") as store:
+        for i, note in enumerate(HOSTILE):
+            sha = store.add_item(f"x{i}".encode() * 4, name="=cmd|'calc'!A0.jpg" if i == 0 else f"n{i}.jpg")
+            store.record_scoring(sha, model_sha256=MODEL, logit=-2.5, probability=0.1, tier="real")
+            store.label(sha, "fake", "-alice" if i == 0 else "alice", note=note)
+        out = store.export_batch(tmp_path / "out", include_all_reviewed=True)
+    rows = _read_csv(out["csv"])[1]
+    assert sorted(r["note"] for r in rows) == sorted(HOSTILE.values())
+    first = next(r for r in rows if r["reviewer"] != "alice")
+    assert first["reviewer"] == "'-alice" and first["name"] == "'=cmd|'calc'!A0.jpg"
+    assert all(r["logit"] == "-2.5" for r in rows)  # numbers stay numbers
+    with zipfile.ZipFile(out["zip"]) as zf:
+        manifest = list(csv.DictReader(zf.read("manifest.csv").decode().splitlines()))
+    assert len(manifest) == 5 and {m["original_name"] for m in manifest if m["reviewer"] == "'-alice"} == {
+        "'=cmd|'calc'!A0.jpg"}
+    (line,) = [json.loads(x) for x in open(out["jsonl"]) if json.loads(x)["reviewer"] == "-alice"]
+    assert line["note"].startswith("=HYPERLINK")  # JSONL keeps the text exactly as typed
+    assert (safe_text("\tcmd"), safe_text("\rcmd"), safe_text("a=b")) == ("'\tcmd", "'\rcmd", "a=b")
+
+
+def test_export_as_a_sqlite_file_for_datasette(populated, tmp_path):
+    store, s = populated
+    target = tmp_path / "batches" / "batch.sqlite"
+    out = store.export_batch(tmp_path / "out", sqlite=target)
+    assert out["sqlite"] == str(target) and out["files"]["sqlite"]["bytes"] == target.stat().st_size
+    conn = sqlite3.connect(target)
+    assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "items", "scorings", "labels"}
+    assert conn.execute("SELECT count(*) FROM labels").fetchone()[0] == out["counts"]["items"] == 7
+    assert conn.execute("SELECT count(*) FROM scorings").fetchone()[0] == 6  # one item was never scored
+    joined = conn.execute("SELECT i.name, s.probability, l.label FROM labels l JOIN items i USING (sha256) "
+                          "JOIN scorings s ON s.id = l.scoring_id WHERE l.sha256 = ?",
+                          (s["real_scored_fake"][0],)).fetchone()
+    assert joined == ("photo1.jpg", 0.93, "real")
+    fks = {(r[2], r[3]) for r in conn.execute("PRAGMA foreign_key_list(labels)")}
+    assert fks == {("items", "sha256"), ("scorings", "scoring_id")}
+    assert store.export_history()[0]["files"]["sqlite"]["sha256"] == out["files"]["sqlite"]["sha256"]
+    with pytest.raises(StoreError, match="not a folder"):
+        store.export_batch(tmp_path / "out", sqlite=tmp_path)

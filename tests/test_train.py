@@ -38,11 +38,22 @@ def make_dataset(root: Path, n: int = 6, size: int = 64, fake_format: str = "PNG
     return root
 
 
+@pytest.fixture(autouse=True)
+def _drop_model_files(tmp_path):
+    """Training writes full checkpoints and resume states (hundreds of MB for LaDeDa9): delete them after
+    each test so the pytest temp folders pytest keeps stay small."""
+    yield
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and (path.suffix in (".pt", ".pth") or path.name.endswith(".state")):
+            path.unlink()
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("wildrf"))
 
 
+@pytest.mark.slow
 def test_short_training_saves_resumes_and_reloads(tmp_path, tiny_dataset):
     out = tmp_path / "m.pt"
     cfg = TrainConfig(data=str(tiny_dataset), out=str(out), arch="ladeda9", size=64, crop=32, batch_size=4,
@@ -65,6 +76,7 @@ def test_short_training_saves_resumes_and_reloads(tmp_path, tiny_dataset):
     assert r.patch_map_shape == [7, 7] and 0.0 <= r.probability <= 1.0
 
 
+@pytest.mark.slow
 def test_train_cli_with_bias_report_and_progress(tmp_path, tiny_dataset):
     out = tmp_path / "cli.pt"
     proc = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tiny_dataset), "--out", str(out),
@@ -77,6 +89,7 @@ def test_train_cli_with_bias_report_and_progress(tmp_path, tiny_dataset):
     assert "epoch 1/1" in proc.stderr  # progress bar
 
 
+@pytest.mark.slow
 def test_train_cli_native_resolution_with_cheap_validation(tmp_path, tiny_dataset):
     out = tmp_path / "native.pt"
     proc = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tiny_dataset), "--out", str(out),
@@ -112,6 +125,7 @@ def test_aligned_random_crops_start_on_the_grid():
         assert c.shape == (32, 32, 3) and y % 8 == 0 and x % 8 == 0
 
 
+@pytest.mark.slow
 def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
     from core.training.distill import DistillConfig, distill
 
@@ -128,6 +142,7 @@ def test_distillation_lowers_its_loss(tmp_path, tiny_dataset):
     assert r.logit == pytest.approx(float(r.patch_logits.astype(np.float64).mean()))
 
 
+@pytest.mark.slow
 def test_distillation_on_random_crops_through_the_cli(tmp_path, tiny_dataset):
     teacher = tmp_path / "teacher.pt"
     train(TrainConfig(data=str(tiny_dataset), out=str(teacher), arch="ladeda9", resize_mode="none", crop=32,

@@ -82,7 +82,7 @@ def _validate(logits: Sequence[float] | np.ndarray, labels: Sequence[int] | np.n
         raise CalibrationError(
             f"Isotonic calibration needs at least {ISOTONIC_MIN_SAMPLES} examples with at least "
             f"{ISOTONIC_MIN_PER_CLASS} of each class; got {n_real} real and {n_fake} fake. "
-            "Use --method temperature or platt on small sets."
+            "Choose the temperature or Platt method for a set this small."
         )
     return z, y
 

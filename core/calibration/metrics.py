@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from core.errors import InvalidArgumentError
 
 #: Bins for ECE and reliability diagrams (Guo et al. 2017 use 15).
 ECE_BINS = 15
@@ -42,11 +43,11 @@ def _check(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).ravel()
     if s.shape != y.shape:
-        raise ValueError(f"scores and labels differ in length ({s.size} vs {y.size})")
+        raise InvalidArgumentError(f"scores and labels differ in length ({s.size} vs {y.size})")
     if y.size and not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0 (real) or 1 (fake)")
+        raise InvalidArgumentError("labels must be 0 (real) or 1 (fake)")
     if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinity")
+        raise InvalidArgumentError("scores contain NaN or infinity")
     return s, y.astype(np.int64)
 
 
@@ -76,7 +77,7 @@ def _bin_edges(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
         return np.linspace(0.0, 1.0, n_bins + 1)
     if strategy == "quantile":
         return np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
-    raise ValueError("strategy must be 'uniform' (equal width) or 'quantile' (equal mass)")
+    raise InvalidArgumentError("strategy must be 'uniform' (equal width) or 'quantile' (equal mass)")
 
 
 def _bin_index(p: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     for f in args.files:
         try:
             decoded = detector.decode(f) if detector is not None else decode_image(f)
-            size = tuple(detector.spec.size) if detector is not None and detector.spec.resize_mode == "stretch" else (256, 256)
-            out = {"file": str(f), **run_guardrails(decoded, detector, model_input_size=size).to_json()}
+            out = {"file": str(f), **run_guardrails(decoded, detector).to_json()}
         except DetectorError as exc:
             failures += 1
             out = {"file": str(f), "error": str(exc)}

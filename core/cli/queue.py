@@ -3,6 +3,7 @@
 ``stats`` counts per state; ``add`` queues a stored item by hand; ``claim``
 leases the most uncertain item (or prints ``null``); ``label`` records a
 decision; ``release``, ``skip``, ``renew`` and ``undo`` complete the loop.
+``--db``/``--create`` may come before or after the action.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import json
 LABELS = ("real", "fake", "unsure")
 
 
-def _db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="review database (default: review.sqlite in $LADEDA_DATA_DIR or ./runtime)")
+from core.cli._db import add_db_option as _db
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("queue", help="review queue: stats, add, claim, label, release, skip, renew, undo, list")
+    _db(p)  # accepted before the action too: ``queue --db X stats`` and ``queue stats --db X``
     cmds = p.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
 
     c = cmds.add_parser("stats", help="counts per queue state")
@@ -72,9 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
-    from core.review.store import ReviewStore
+    from core.cli._db import open_db
 
-    return ReviewStore.open(args.db)
+    return open_db(args)
 
 
 def _print(obj: object) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, InvalidArgumentError
 from core.model.models import arch_label, arch_record, build_model
 from core.model.preprocess import PreprocessSpec, official_spec
 
@@ -94,7 +94,7 @@ class Checkpoint:
 
     def to_payload(self, dtype: str = "float32") -> dict[str, Any]:
         if dtype not in ("float32", "float16"):
-            raise ValueError("dtype must be float32 or float16")
+            raise InvalidArgumentError("dtype must be float32 or float16")
         tdtype = torch.float16 if dtype == "float16" else torch.float32
         state = {k: (v.detach().to("cpu", tdtype) if v.is_floating_point() else v.detach().cpu())
                  for k, v in self.state_dict.items()}

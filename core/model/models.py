@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from core.model.representations import HALO, InputRepresentation
+from core.errors import InvalidArgumentError
 
 #: Which layer's first block has a 3×3 middle conv, by receptive field.
 _KERNEL3 = {5: (1, 0, 0, 0), 9: (1, 1, 0, 0), 17: (1, 1, 1, 0), 33: (1, 1, 1, 1)}
@@ -77,7 +78,7 @@ class LaDeDa(nn.Module):
         # parity fixtures (and the published weights) use the unscaled input.
         self.input_scale = float(input_scale)
         if receptive_field not in _KERNEL3:
-            raise ValueError(f"LaDeDa receptive field must be one of {RECEPTIVE_FIELDS}")
+            raise InvalidArgumentError(f"LaDeDa receptive field must be one of {RECEPTIVE_FIELDS}")
         self.receptive_field = receptive_field
         self.representation = InputRepresentation(input_representation)
         self.inplanes = 64
@@ -205,7 +206,7 @@ def build_model(arch: dict | str, input_representation: str) -> nn.Module:
                       input_scale=float(arch.get("input_scale", 1.0)))
     if name == "tiny":
         return TinyLaDeDa(input_representation, int(arch.get("channels", 8)))
-    raise ValueError(f"Unknown architecture {name!r}")
+    raise InvalidArgumentError(f"Unknown architecture {name!r}")
 
 
 def arch_record(short: str) -> dict:
@@ -216,9 +217,9 @@ def arch_record(short: str) -> dict:
     if short.startswith("ladeda"):
         rf = int(short[len("ladeda"):] or 9)
         if rf not in _KERNEL3:
-            raise ValueError(f"LaDeDa receptive field must be one of {RECEPTIVE_FIELDS}")
+            raise InvalidArgumentError(f"LaDeDa receptive field must be one of {RECEPTIVE_FIELDS}")
         return {"name": "ladeda", "receptive_field": rf}
-    raise ValueError(f"Unknown architecture {short!r}; choose from {ARCHES}")
+    raise InvalidArgumentError(f"Unknown architecture {short!r}; choose from {ARCHES}")
 
 
 def arch_label(arch: dict) -> str:

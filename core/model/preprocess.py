@@ -128,6 +128,15 @@ class PreprocessSpec:
             return f"shorter side to {self.size[0]} ({self.interpolation})"
         return "native resolution" + (f" (max side {self.max_side})" if self.max_side else "")
 
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) of the model input an image of ``width`` × ``height`` becomes under this spec.
+
+        The one answer to "what input does this image become" (as timm's ``resolve_data_config``):
+        serving, guardrails and benchmarks ask here instead of assuming a size.
+        """
+        w, h = target_size(self, int(width), int(height))
+        return h, w
+
     def summary(self) -> str:
         """One line for people: what the model is fed."""
         return (

@@ -262,8 +262,13 @@ class ModelRegistry:
             return ActiveModel(path, version, self.base, base_sha)
         return ActiveModel(self.base, None, self.base, base_sha)
 
-    def active_path(self) -> Path:
-        return self.active().path
+    def same_weights(self) -> list[str]:
+        """SHA-256s of every model file that shares the base's weights: the base and each version made on it.
+
+        Scorings by any of them describe the same network, so their logits can be calibrated together.
+        """
+        base_sha = self.base_sha256()
+        return [base_sha, *(v.sha256 for v in self.versions() if v.base_sha256 == base_sha)]
 
     # -- writing ---------------------------------------------------------
     def save_version(self, *, calibration: dict[str, Any] | None, tiers: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from core.errors import InvalidArgumentError
 
 _KERNELS = {
     "x_grad": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
@@ -59,7 +60,7 @@ class InputRepresentation(torch.nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
         if name not in REPRESENTATIONS:
-            raise ValueError(f"Unknown input representation {name!r}; choose from {sorted(REPRESENTATIONS)}")
+            raise InvalidArgumentError(f"Unknown input representation {name!r}; choose from {sorted(REPRESENTATIONS)}")
         self.name = name
         self._fn = REPRESENTATIONS[name]
 

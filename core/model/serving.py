@@ -8,6 +8,11 @@ Exact rewrites (no approximation beyond float rounding):
 then the graph is traced in channels-last layout and frozen, which lets
 oneDNN fuse conv+ReLU and pick its fastest kernels. Gradients (GradCAM)
 use the original eager model, never this one.
+
+``precision="bf16"`` (see :mod:`core.model.precision`) is the one approximate
+variant: the input representation (NPR residuals are small differences that
+bf16's 8-bit mantissa would round away) and the stem conv stay fp32, the
+residual body runs in bfloat16, and the head sums the features in fp32.
 """
 from __future__ import annotations
 
@@ -73,6 +78,34 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     return m
 
 
+class MixedPrecision(nn.Module):
+    """A folded LaDeDa/Tiny with the stem in fp32 and the body in ``dtype``; patch logits in fp32."""
+
+    def __init__(self, folded: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        if not isinstance(folded, (LaDeDa, TinyLaDeDa)):
+            raise TypeError(f"mixed precision needs a LaDeDa or Tiny-LaDeDa, not {type(folded).__name__}")
+        self.representation = folded.representation
+        self.input_scale = float(getattr(folded, "input_scale", 1.0))
+        self.stem = folded.conv2  # the merged, BN-folded stem conv (fp32)
+        names = ("layer1", "layer2", "layer3", "layer4") if isinstance(folded, LaDeDa) else ("layer1",)
+        self.body = nn.Sequential(*(getattr(folded, n) for n in names)).to(dtype)
+        self.fc = folded.fc
+        self.dtype = dtype
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-patch features before ``fc``, returned in fp32 (same contract as the models' own)."""
+        x = self.representation(x)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        x = torch.relu(self.stem(x))
+        return self.body(x.to(self.dtype)).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.einsum("nchw,oc->nohw", f, self.fc.weight) + self.fc.bias.view(1, -1, 1, 1)
+
+
 class _LogitsAndPooled(nn.Module):
     """Patch logits and the pooled features (mean over patches of the features before ``fc``).
 
@@ -97,8 +130,14 @@ class ServingModel:
     """
 
     def __init__(self, model: nn.Module, example_hw: tuple[int, int] = (256, 256), jit: bool = True,
-                 warmup: int = 5) -> None:
-        folded = _LogitsAndPooled(fold_for_inference(model)).to(memory_format=torch.channels_last).eval()
+                 warmup: int = 5, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"ServingModel precision must be fp32 or bf16, not {precision!r}")
+        folded = fold_for_inference(model)
+        if precision == "bf16":
+            folded = MixedPrecision(folded, torch.bfloat16).eval()
+        folded = _LogitsAndPooled(folded).eval().to(memory_format=torch.channels_last)
+        self.precision = precision
         self.jit = jit
         if jit:
             # oneDNN graph fusion (conv+add+ReLU) measured 1.15x over plain frozen

@@ -141,6 +141,7 @@ def record_analysis(store: "ReviewStore", analysis: Analysis, *, name: str, uplo
         guardrails=analysis.guardrails.to_json() if analysis.guardrails is not None else {},
         timings={**s.timings_ms, **analysis.timings_ms},
         auto_queue=auto_queue,
+        precision=s.model.get("precision"),
     )
     store_features(store, analysis)
     return scoring_id

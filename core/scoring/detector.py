@@ -11,19 +11,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.model.checkpoint import Checkpoint, load_checkpoint
-from core.errors import DetectorError
 from core.imageio import DEFAULT_MAX_PIXELS, DecodedImage, ImageSource, decode_image
 from core.model.models import PatchGeometry
 from core.paths import default_model_path
 from core.model.preprocess import ModelInput, to_model_input
+from core.model.precision import resolve_precision
 from core.model.serving import ServingModel
 
 #: Share of patches averaged by the top-k pooling.
@@ -78,6 +78,7 @@ class ScoreResult:
             "model": self.model["label"],
             "preprocess_fingerprint": self.model["preprocess_fingerprint"],
             "calibration_version": self.model["calibration_version"],
+            "precision": self.model.get("precision", "fp32"),
             "poolings": {k: round(v, 6) for k, v in self.poolings.items()},
             "top_patches": [
                 {"row": p.row, "col": p.col, "logit": round(p.logit, 6), "box": list(p.box)} for p in self.top_patches
@@ -130,13 +131,17 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
 class Detector:
     """A loaded checkpoint, ready to score images."""
 
-    def __init__(self, checkpoint: Checkpoint, *, fast: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, checkpoint: Checkpoint, *, fast: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 precision: str | None = None) -> None:
         self.checkpoint = checkpoint
         self.spec = checkpoint.spec
         self.model = checkpoint.build_model()  # eager float32, also used for GradCAM
         self.max_pixels = max_pixels
-        example_hw = tuple(self.spec.size) if self.spec.resize_mode == "stretch" else (256, 256)
-        self._serving = ServingModel(self.model, example_hw=example_hw) if fast else None
+        # precision: None = $LADEDA_PRECISION or this CPU's best enabled path (core.model.precision)
+        self.precision = resolve_precision(precision) if fast else "fp32"
+        # warm-up/trace shape: what a 256×256 image becomes under this checkpoint's spec
+        self._serving = ServingModel(self.model, example_hw=self.spec.input_size(256, 256),
+                                     precision=self.precision) if fast else None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "Detector":
@@ -159,6 +164,7 @@ class Detector:
             "preprocess_summary": self.spec.summary(),
             "calibration_version": c.calibration_version,
             "calibration_method": (c.calibration or {}).get("method"),
+            "precision": self.precision,
         }
 
     # -- steps -----------------------------------------------------------
@@ -239,20 +245,3 @@ class Detector:
             },
             pooled_features=pooled_features[0],
         )
-
-    def score_many(self, files: Iterable[str | os.PathLike]) -> Iterator[ScoreResult | "ScoreFailure"]:
-        """Score files one by one; unreadable files yield a :class:`ScoreFailure`."""
-        for f in files:
-            try:
-                yield self.score(f, name=str(f))
-            except DetectorError as exc:
-                yield ScoreFailure(file=str(f), error=str(exc))
-
-
-@dataclass
-class ScoreFailure:
-    file: str
-    error: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

@@ -38,6 +38,7 @@ import torch.nn as nn
 from PIL import Image, ImageDraw, ImageFont
 
 from core.model.models import LaDeDa, PatchGeometry, TinyLaDeDa
+from core.errors import InvalidArgumentError
 
 #: Patch logits are coloured on the fixed scale [-DEFAULT_LOGIT_LIMIT, +DEFAULT_LOGIT_LIMIT]
 #: (values beyond are clipped). ±2 logits ≈ probability 0.12 / 0.88 for one patch. Chosen for the
@@ -70,7 +71,7 @@ Box = tuple[int, int, int, int]
 def diverging_colours(values: np.ndarray, limit: float = DEFAULT_LOGIT_LIMIT) -> np.ndarray:
     """Logits → RGB uint8 on the fixed symmetric scale ``[-limit, +limit]`` (clipped)."""
     if not limit > 0:
-        raise ValueError("limit must be positive")
+        raise InvalidArgumentError("limit must be positive")
     v = np.asarray(values, dtype=np.float64)
     t = (np.clip(np.nan_to_num(v, nan=0.0), -limit, limit) + limit) / (2 * limit)  # 0..1
     pos = t * (len(_DIVERGING_STOPS) - 1)
@@ -147,10 +148,10 @@ def patch_map_to_pixels(patch_logits: np.ndarray, geometry: PatchGeometry, input
     (the bottom/right margin left by the stride) are ``covered == False``.
     """
     if mode not in ("nearest", "bilinear"):
-        raise ValueError("mode must be 'nearest' or 'bilinear'")
+        raise InvalidArgumentError("mode must be 'nearest' or 'bilinear'")
     pm = np.asarray(patch_logits, dtype=np.float32)
     if pm.ndim != 2 or min(pm.shape) < 1:
-        raise ValueError(f"patch_logits must be a non-empty H'×W' array, got shape {pm.shape}")
+        raise InvalidArgumentError(f"patch_logits must be a non-empty H'×W' array, got shape {pm.shape}")
     h_in, w_in = int(input_hw[0]), int(input_hw[1])
     w_out, h_out = int(out_size[0]), int(out_size[1])
     ry, cov_y = _axis_index(h_out, h_in, pm.shape[0], geometry, mode)
@@ -187,7 +188,7 @@ def heatmap_overlay(image: Image.Image, patch_logits: np.ndarray, geometry: Patc
     ``opacity`` in [0, 1] is the weight of the colour; uncovered margins stay untinted.
     """
     if not 0.0 <= opacity <= 1.0:
-        raise ValueError("opacity must be within [0, 1]")
+        raise InvalidArgumentError("opacity must be within [0, 1]")
     base = fit_display(image, max_side)
     values, covered = patch_map_to_pixels(patch_logits, geometry, input_hw, base.size, mode)
     return _blend(base, diverging_colours(values, limit), covered * float(opacity))
@@ -222,7 +223,7 @@ class LogitTarget:
 
     def __init__(self, target: str = "auto") -> None:
         if target not in ("fake", "real", "auto"):
-            raise ValueError("target must be 'fake', 'real' or 'auto'")
+            raise InvalidArgumentError("target must be 'fake', 'real' or 'auto'")
         self.target = target
         self.chosen: str | None = None if target == "auto" else target
 
@@ -240,7 +241,7 @@ def target_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mod
         for part in name.split("."):
             module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part, None)
             if module is None:
-                raise ValueError(f"The model has no layer {name!r}")
+                raise InvalidArgumentError(f"The model has no layer {name!r}")
         return name, module
     if isinstance(model, LaDeDa):
         return f"layer4.{len(model.layer4) - 1}", model.layer4[-1]
@@ -249,7 +250,7 @@ def target_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mod
     for attr in ("layer4", "layer3", "layer1"):
         if hasattr(model, attr):
             return attr, getattr(model, attr)
-    raise ValueError("Cannot pick a GradCAM layer for this model; name one.")
+    raise InvalidArgumentError("Cannot pick a GradCAM layer for this model; name one.")
 
 
 @dataclass

@@ -49,21 +49,37 @@ def list_images(root: str | os.PathLike) -> list[LabelledImage]:
 
 
 def read_logit_csv(path: str | os.PathLike) -> tuple[list[float], list[int]]:
-    """(logits, labels) from a CSV with ``logit`` and ``label`` columns.
+    """(logits, labels) from a CSV with ``logit`` and ``label`` columns (see :func:`logit_rows`)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise DetectorError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    return logit_rows(rows, str(path))
+
+
+def logit_rows(rows: list[dict[str, str]], name: str) -> tuple[list[float], list[int]]:
+    """(logits, labels) from CSV rows with ``logit`` and ``label`` columns.
 
     Labels may be 0/1 or ``real``/``fake``; rows labelled anything else (``unsure``)
-    are skipped, since they carry no ground truth.
+    are skipped, since they carry no ground truth. A logit that is not a number is refused.
     """
+    if rows and not {"logit", "label"} <= set(rows[0]):
+        raise DetectorError(f"{name} needs 'logit' and 'label' columns.")
+    if not rows:
+        raise DetectorError(f"{name} has no rows (it needs 'logit' and 'label' columns).")
     logits, labels = [], []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"logit", "label"} <= set(reader.fieldnames):
-            raise DetectorError(f"{path} needs 'logit' and 'label' columns")
-        for row in reader:
-            lab = str(row["label"]).strip().lower()
-            value = {"0": 0, "1": 1, "real": 0, "fake": 1}.get(lab)
-            if value is None or row["logit"] in ("", None):
-                continue
-            logits.append(float(row["logit"]))
-            labels.append(value)
+    for number, row in enumerate(rows, start=2):
+        lab = str(row.get("label") or "").strip().lower()
+        value = {"0": 0, "1": 1, "real": 0, "fake": 1}.get(lab)
+        if value is None or row.get("logit") in ("", None):
+            continue
+        try:
+            logit = float(row["logit"])
+        except ValueError:
+            raise DetectorError(f"{name}, line {number}: logit {row['logit']!r} is not a number.") from None
+        if logit != logit or logit in (float("inf"), float("-inf")):
+            raise DetectorError(f"{name}, line {number}: logit {row['logit']!r} is not a finite number.")
+        logits.append(logit)
+        labels.append(value)
     return logits, labels

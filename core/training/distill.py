@@ -12,7 +12,6 @@ same patch function from crops as from whole images.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from core.errors import InvalidArgumentError, ModelFileError
 
 WINDOW, STRIDE = 9, 8  #: LaDeDa9 (NPR): patch (i, j) sees rows 8i … 8i+8
 _LAP = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -69,7 +70,7 @@ def patch_features(x: torch.Tensor) -> torch.Tensor:
     x = x.float() * 255.0
     h, w = map_size(x.shape[-2]), map_size(x.shape[-1])
     if h < 1 or w < 1:
-        raise ValueError(f"images must be at least {WINDOW}×{WINDOW} pixels")
+        raise InvalidArgumentError(f"images must be at least {WINDOW}×{WINDOW} pixels")
     g = x.mean(1, keepdim=True)
     lap = F.conv2d(g, _LAP.to(g))
     dx = (g[..., :, 1:] - g[..., :, :-1]).abs()
@@ -126,11 +127,14 @@ class PatchTeacher:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PatchTeacher":
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise ModelFileError(f"Cannot read the patch teacher {path} ({exc}).") from None
         if not isinstance(blob, dict) or blob.get("kind") != "patch-teacher":
-            raise ValueError(f"{path} is not a patch-teacher file (python -m core fit-teacher writes one)")
+            raise ModelFileError(f"{path} is not a patch-teacher file (python -m core fit-teacher writes one)")
         if blob["weights"].numel() != len(FEATURE_NAMES):
-            raise ValueError(f"{path} was fitted on {blob['weights'].numel()} descriptors; this code has "
+            raise ModelFileError(f"{path} was fitted on {blob['weights'].numel()} descriptors; this code has "
                              f"{len(FEATURE_NAMES)}. Refit it.")
         return cls(weights=blob["weights"].float(), bias=float(blob["bias"]), info=blob.get("info", {}))
 

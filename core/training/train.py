@@ -7,7 +7,11 @@ crop, flips, lr ÷10 when validation accuracy stalls, early stop) with what a
 linear warm-up, BatchNorm momentum 0.1 during training (the official stem's
 0.001 leaves eval statistics far behind in a short run) followed by a
 re-estimate of every BatchNorm's statistics on training crops before each
-validation, a checkpoint every epoch and exact resume.
+validation, a checkpoint every epoch and exact resume. Optional parts the
+bundled model uses: native resolution (``resize_mode none`` with ``max_side``)
+with crops aligned to the 8-px grid, zero-initialised residual blocks, a cheap
+centre-crop validation, and a dense per-patch target from a patch teacher
+(BCE on the pooled logit + ``teacher_weight``·MSE on the patch map).
 """
 from __future__ import annotations
 

@@ -3,16 +3,13 @@ compare reliability before and after, choose review thresholds with their
 projected error rates, and save / activate / roll back model versions."""
 from __future__ import annotations
 
-import os
-import tempfile
-
-import numpy as np
 import streamlit as st
 
 from core.calibration import calibrators as C
 from core.evaluation import charts
 from core.calibration import metrics
 from core.calibration import tiers as T
+from core.review.actions import calibrate as door
 from dashboard import services
 
 PAGE = "calibration"
@@ -28,40 +25,10 @@ det = active.detector
 
 
 # ---------------------------------------------------------------------------
-# data
+# data and fit: the same door as `python -m core calibrate` (core.review.actions.calibrate)
 # ---------------------------------------------------------------------------
-def reviewed_data() -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(logits, labels) of real/fake-labelled items scored by these weights (any calibration of them)."""
-    info = registry.active()
-    same_weights = {info.base_sha256} | {v.sha256 for v in registry.versions() if v.base_sha256 == info.base_sha256}
-    same_weights.add(det.checkpoint.sha256)
-    rows = store.labelled_items(limit=None)
-    kept, skipped = [], {"unsure": 0, "unscored": 0, "other model": 0}
-    for r in rows:
-        if r["label"] not in ("real", "fake"):
-            skipped["unsure"] += 1
-        elif r["logit"] is None:
-            skipped["unscored"] += 1
-        elif r["model_sha256"] not in same_weights:
-            skipped["other model"] += 1
-        else:
-            kept.append(r)
-    z = np.array([r["logit"] for r in kept], dtype=np.float64)
-    y = np.array([1 if r["label"] == "fake" else 0 for r in kept], dtype=np.int64)
-    return z, y, skipped
-
-
-def csv_data(upload) -> tuple[np.ndarray, np.ndarray]:
-    from core.training.datasets import read_logit_csv
-
-    fd, tmp = tempfile.mkstemp(suffix=".csv")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(upload.getvalue())
-        z, y = read_logit_csv(tmp)
-    finally:
-        os.unlink(tmp)
-    return np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.int64)
+def _pct(v) -> str:
+    return "—" if v is None or v != v else f"{v:.1%}"
 
 
 st.subheader("1 · Fit")
@@ -70,74 +37,75 @@ source = c[0].radio("Fit on", ["Reviewed items", "Uploaded CSV (logit, label)"],
 method = c[1].selectbox("Method", list(C.METHODS), key="cal-method",
                         help="temperature: one parameter, safest on small sets; platt: slope and offset; "
                              "isotonic: a step map, needs hundreds of labels.")
-z = y = None
+data = None
 with c[2]:
     with services.guarded("reading the calibration data"):
         if source == "Reviewed items":
-            z, y, skipped = reviewed_data()
-            st.caption(f"{int((y == 0).sum())} real and {int((y == 1).sum())} fake reviewed item(s) scored by these "
-                       f"weights; left out: " + ", ".join(f"{v} {k}" for k, v in skipped.items()))
+            data = door.data_from_reviews(store, det.checkpoint, registry.same_weights())
+            st.caption(f"{data.n_real} real and {data.n_fake} fake reviewed item(s) scored by these weights; "
+                       "left out: " + ", ".join(f"{v} {k}" for k, v in data.skipped.items()))
         else:
             upload = st.file_uploader("CSV with `logit` and `label` columns", type=["csv"], key="cal-csv")
             if upload is not None:
-                z, y = csv_data(upload)
-                st.caption(f"{len(y)} row(s): {int((y == 0).sum())} real, {int((y == 1).sum())} fake.")
+                data = door.data_from_csv(upload.getvalue(), det.checkpoint, name=upload.name)
+                st.caption(f"{data.labels.size} row(s): {data.n_real} real, {data.n_fake} fake.")
+        for note in (data.notes if data is not None else []):
+            st.warning(note)
+    if data is not None and min(data.n_real, data.n_fake) < door.DEFAULT_MIN_PER_CLASS:
+        st.caption(f"A fit can be saved, but it is put into production only with at least "
+                   f"{door.DEFAULT_MIN_PER_CLASS} labels of each class.")
 
-if st.button("Fit calibration", type="primary", key="cal-fit", disabled=z is None or len(z) == 0):
+if st.button("Fit calibration", type="primary", key="cal-fit", disabled=data is None or data.labels.size == 0):
     with services.guarded("fitting the calibration"):
-        record = C.fit_calibration(z, y, method, baseline=det.checkpoint.calibration,
-                                   context={"model_sha256": det.checkpoint.sha256, "source": source,
-                                            "fitted_by": who.name if who else None})
-        st.session_state["cal-result"] = {"record": record, "logits": z, "labels": y}
+        st.session_state["cal-result"] = door.fit(
+            data, method, det.checkpoint,
+            context={"source": source, "fitted_by": who.name if who else None})
         st.session_state.pop("cal-suggested", None)
 
 fit = st.session_state.get("cal-result")
 if fit:
-    record, z_fit, y_fit = fit["record"], fit["logits"], fit["labels"]
-    before, _ = det.probability(z_fit)
-    after = C.apply_record(record, z_fit)
-    for w in record.get("warnings") or []:
-        st.warning(w)
+    record, y_fit = fit.record, fit.data.labels
+    judged = fit.probs_for_decisions
+    oos_label = f"out of sample ({fit.folds}-fold)" if fit.probs_out_of_fold is not None else "in-sample"
+    for note in fit.notes:
+        st.warning(note)
     st.markdown(f"**Fitted:** {C.describe(record)}")
-    rows = []
-    for name, p in (("before (" + (det.checkpoint.calibration_version or "sigmoid") + ")", before),
-                    ("after (" + record["version"] + ")", after)):
-        rows.append({"calibration": name, "ECE": metrics.ece(p, y_fit), "Brier": metrics.brier(p, y_fit),
-                     "NLL": metrics.nll(p, y_fit), "AUC": metrics.auc(p, y_fit)})
+    rows = [{"calibration": f"serving now ({det.checkpoint.calibration_version or 'sigmoid'})",
+             "measured": "on these labels", **{k.upper(): fit.active_metrics.get(k) for k in ("ece", "brier", "nll", "auc")}}]
+    if fit.oos is not None:
+        rows.append({"calibration": f"new fit ({record['version']})", "measured": oos_label,
+                     **{k.upper(): fit.oos.get(k) for k in ("ece", "brier", "nll", "auc")}})
+    rows.append({"calibration": f"new fit ({record['version']})", "measured": "in-sample (optimistic)",
+                 "ECE": metrics.ece(fit.probs_in_sample, y_fit), "BRIER": metrics.brier(fit.probs_in_sample, y_fit),
+                 "NLL": metrics.nll(fit.probs_in_sample, y_fit), "AUC": metrics.auc(fit.probs_in_sample, y_fit)})
     st.dataframe(rows, hide_index=True, key="cal-metrics",
-                 column_config={k: st.column_config.NumberColumn(format="%.4f") for k in ("ECE", "Brier", "NLL", "AUC")})
-    st.caption("Measured on the fitting data (in-sample): expect somewhat worse on new images.")
+                 column_config={k: st.column_config.NumberColumn(format="%.4f") for k in ("ECE", "BRIER", "NLL", "AUC")})
+    st.caption("Out of sample: each label is predicted by a map fitted without it (cross-validation), which is "
+               "what to expect on new images. In-sample figures are measured on the labels the map was fitted "
+               "on and always look better.")
     g = st.columns(3)
-    g[0].plotly_chart(charts.reliability_figure({"before": metrics.reliability_curve(before, y_fit),
-                                                 "after": metrics.reliability_curve(after, y_fit)}), key="cal-rel")
-    g[1].plotly_chart(charts.roc_figure({"before": metrics.roc_points(before, y_fit),
-                                         "after": metrics.roc_points(after, y_fit)}), key="cal-roc")
-    g[2].plotly_chart(charts.det_figure({"before": metrics.det_points(before, y_fit),
-                                         "after": metrics.det_points(after, y_fit)}), key="cal-det")
+    curves = {"serving now": fit.probs_active, f"new fit ({oos_label})": judged}
+    g[0].plotly_chart(charts.reliability_figure({k: metrics.reliability_curve(p, y_fit) for k, p in curves.items()}),
+                      key="cal-rel")
+    g[1].plotly_chart(charts.roc_figure({k: metrics.roc_points(p, y_fit) for k, p in curves.items()}), key="cal-roc")
+    g[2].plotly_chart(charts.det_figure({k: metrics.det_points(p, y_fit) for k, p in curves.items()}), key="cal-det")
 
     st.subheader("2 · Review thresholds")
     if "cal-suggested" not in st.session_state:
-        try:
-            suggested = T.tiers_from_targets(after, y_fit, calibration_version=record["version"])
-            pair = (float(suggested["real_below"]), float(suggested["fake_at_or_above"]))
-            targets = (T.DEFAULT_TARGET_FPR, T.DEFAULT_TARGET_FNR)
-        except Exception:  # noqa: BLE001 - a suggestion only
-            pair, targets = (0.2, 0.8), None
-        st.session_state["cal-suggested"] = pair
-        st.session_state["cal-suggested-targets"] = targets
+        st.session_state["cal-suggested"] = (float(fit.tiers["real_below"]), float(fit.tiers["fake_at_or_above"]))
+        st.session_state["cal-suggested-tiers"] = fit.tiers
         st.session_state["cal-suggest-n"] = st.session_state.get("cal-suggest-n", 0) + 1
     t = st.columns([3, 1])
     with t[1]:
-        target_fpr = st.number_input("Target FPR", 0.0, 1.0, T.DEFAULT_TARGET_FPR, 0.01, key="cal-tfpr")
-        target_fnr = st.number_input("Target FNR", 0.0, 1.0, T.DEFAULT_TARGET_FNR, 0.01, key="cal-tfnr")
+        st.number_input("Target FPR", 0.0, 1.0, T.DEFAULT_TARGET_FPR, 0.01, key="cal-tfpr")
+        st.number_input("Target FNR", 0.0, 1.0, T.DEFAULT_TARGET_FNR, 0.01, key="cal-tfnr")
 
         def _suggest() -> None:
-            ok, sug = services.act(PAGE, "suggesting thresholds", T.tiers_from_targets, after, y_fit,
-                                   st.session_state["cal-tfpr"], st.session_state["cal-tfnr"],
-                                   calibration_version=record["version"])
+            ok, sug = services.act(PAGE, "suggesting thresholds", door.retier, fit,
+                                   target_fpr=st.session_state["cal-tfpr"], target_fnr=st.session_state["cal-tfnr"])
             if ok:
                 st.session_state["cal-suggested"] = (float(sug["real_below"]), float(sug["fake_at_or_above"]))
-                st.session_state["cal-suggested-targets"] = (st.session_state["cal-tfpr"], st.session_state["cal-tfnr"])
+                st.session_state["cal-suggested-tiers"] = sug
                 st.session_state["cal-suggest-n"] = st.session_state.get("cal-suggest-n", 0) + 1
 
         st.button("Suggest from targets", key="cal-suggest", on_click=_suggest)
@@ -146,29 +114,32 @@ if fit:
         lo, hi = st.slider("Real below · fake at or above (calibrated probability)", 0.0, 1.0,
                            value=(min(1.0, max(0.0, round(lo_s, 3))), min(1.0, max(0.0, round(hi_s, 3)))),
                            step=0.001, format="%.3f", key=f"cal-thresholds-{st.session_state['cal-suggest-n']}")
-        proj = T.project_tiers(after, y_fit, lo, hi)
+        proj = T.project_tiers(judged, y_fit, lo, hi)
+        st.caption(f"Projected on the labels, {oos_label}.")
         m = st.columns(4)
-        fmt = lambda v: "—" if v != v else f"{v:.1%}"  # noqa: E731 - nan shows as a dash
-        m[0].metric("Projected FPR", fmt(proj["fpr"]), help="Reals called clearly fake")
-        m[1].metric("Projected FNR", fmt(proj["fnr"]), help="Fakes called clearly real")
-        m[2].metric("Review share", fmt(proj["review_share"]), help="Images sent to people")
-        m[3].metric("Accuracy outside review", fmt(proj["accuracy_outside_review"]))
-        st.plotly_chart(charts.score_histogram_figure(after, y_fit, {"real_below": lo, "fake_at_or_above": hi}),
+        m[0].metric("Projected FPR", _pct(proj["fpr"]), help="Reals called clearly fake")
+        m[1].metric("Projected FNR", _pct(proj["fnr"]), help="Fakes called clearly real")
+        m[2].metric("Review share", _pct(proj["review_share"]), help="Images sent to people")
+        m[3].metric("Accuracy outside review", _pct(proj["accuracy_outside_review"]))
+        st.plotly_chart(charts.score_histogram_figure(judged, y_fit, {"real_below": lo, "fake_at_or_above": hi}),
                         key="cal-hist")
 
     st.subheader("3 · Save")
     st.text_input("Note for this version", key="cal-note", max_chars=500)
+    refusal, worse = fit.activation_refusal, fit.worse_than_active
+    if refusal:
+        st.info(refusal, icon=":material/block:")
+    elif worse:
+        st.warning(worse, icon=":material/warning:")
+        st.checkbox("I understand it is worse on unseen labels; activate it anyway", key="cal-confirm-worse")
 
     def _save(activate: bool) -> None:
         def work():
-            targets = st.session_state.get("cal-suggested-targets")
             untouched = (round(lo_s, 3), round(hi_s, 3)) == (round(lo, 3), round(hi, 3))
-            if targets and untouched:  # the suggestion as fitted (exact values and the targets it met)
-                tiers = T.tiers_from_targets(after, y_fit, *targets, calibration_version=record["version"])
-            else:  # moved by hand: say so
-                tiers = T.manual_tiers(lo, hi, after, y_fit, calibration_version=record["version"])
-            return registry.save_version(calibration=record, tiers=tiers, created_by=who.name,
-                                         note=st.session_state.get("cal-note") or "", activate=activate)
+            tiers = st.session_state["cal-suggested-tiers"] if untouched else door.retier(fit, lo, hi)
+            return door.save_version(fit, registry, tiers=tiers, created_by=who.name,
+                                     note=st.session_state.get("cal-note") or "", activate=activate,
+                                     confirm_worse=bool(st.session_state.get("cal-confirm-worse")))
 
         ok, version = services.act(PAGE, "saving the new model version", work)
         if ok:
@@ -178,7 +149,8 @@ if fit:
 
     b = st.columns(2)
     b[0].button("Save as a new version", key="cal-save", disabled=who is None, on_click=_save, args=(False,))
-    b[1].button("Save and activate", type="primary", key="cal-save-activate", disabled=who is None,
+    b[1].button("Save and activate", type="primary", key="cal-save-activate",
+                disabled=who is None or bool(refusal) or (bool(worse) and not st.session_state.get("cal-confirm-worse")),
                 on_click=_save, args=(True,))
     if who is None:
         st.caption("Saving records your name: enter it in the sidebar first.")
@@ -204,7 +176,7 @@ pick = c[0].selectbox("Version", ["base"] + [v.id for v in reversed(versions)], 
 
 def _activate() -> None:
     pick = st.session_state.get("cal-pick", "base")
-    services.act(PAGE, "activating the version", registry.activate, None if pick == "base" else pick,
+    services.act(PAGE, "activating the version", door.activate_version, registry, None if pick == "base" else pick,
                  by=who.name, success=f"Now serving {pick}.")
 
 

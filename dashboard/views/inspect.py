@@ -39,6 +39,7 @@ if ev is None:
     st.stop()
 
 widgets.verdict_card(ev, det, key="inspect")
+from dashboard import forensics_panels; forensics_panels.verdict_extras(ev, det, store, who, key="inspect")  # noqa: E402,E702
 
 recorded = st.session_state.setdefault("inspect-recorded", set())
 if (sha, ev.model_sha256) not in recorded:

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dashboard import services
+from dashboard import forensics_panels, services
+from dashboard.agreement_panel import agreement_panel
 
 TIER_COLOURS = {"real": "#1a7f37", "review": "#d4a72c", "fake": "#cf222e"}
 ALERT_BADGE = {"ok": ("green", "stable"), "warn": ("orange", "moderate shift"), "alert": ("red", "significant shift")}
@@ -25,6 +26,7 @@ only_model = c[1].checkbox("Only the active model's scorings", value=False, key=
                            help="A model or calibration change moves scores; restrict to one model to see drift in "
                                 "the inputs alone.")
 model_sha = active.detector.checkpoint.sha256 if (active and only_model) else None
+forensics_panels.playbook(store, active)
 
 
 def _layout(fig: go.Figure, title: str, y: str) -> go.Figure:
@@ -99,3 +101,5 @@ with services.guarded("reading the queue history"):
     if over["by_reviewer"]:
         st.dataframe([{"reviewer": r, **v} for r, v in over["by_reviewer"].items()], hide_index=True,
                      column_config={"rate": st.column_config.NumberColumn(format="percent")})
+
+agreement_panel(store)

@@ -160,6 +160,7 @@ else:
         ev = widgets.analyse(det, data, item["name"], sha)
     if ev is not None:
         widgets.verdict_card(ev, det, key="review")
+        from dashboard import forensics_panels; forensics_panels.verdict_extras(ev, det, store, who, key="review")  # noqa: E702
         stored = item.get("latest_scoring") or {}
         if stored and stored.get("model_sha256") != det.checkpoint.sha256:
             st.caption(f"When queued it was scored by model `{(stored.get('model_sha256') or '')[:12]}`: "

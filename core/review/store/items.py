@@ -1,8 +1,9 @@
-"""Items (keyed by the SHA-256 of their bytes), their uploads and their scorings.
+"""Owner of ``items``, ``uploads`` and ``scorings``: the only SQL that touches them.
 
-The same bytes uploaded twice stay one item with two upload rows and, once
-scored twice, two scorings. Every scoring is kept: it is the score log that
-monitoring and exports read.
+Items are keyed by the SHA-256 of their bytes: the same bytes uploaded twice
+stay one item with two upload rows and, once scored twice, two scorings.
+Every scoring is kept: it is the score log that monitoring and exports read.
+The bytes themselves live in the content-addressed :class:`BlobStore`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from core.review.store.base import TIERS, StoreBase, StoreError
+import sqlalchemy as sa
+
+from core.review.store.base import TIERS, StoreError
 from core.review.store.blobs import BlobStore, sha256_bytes, sniff_ext
+from core.review.store.db import Database
+from core.review.store.tables import items, scorings, uploads
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 #: Longest original file name kept (longer names are cut, never refused).
@@ -62,6 +67,7 @@ def scoring_kwargs(result_json: Mapping[str, Any]) -> dict[str, Any]:
         "logit": result_json["logit"],
         "probability": result_json["probability"],
         "timings": dict(result_json.get("timings_ms") or {}),
+        "precision": result_json.get("precision"),
     }
 
 
@@ -74,15 +80,30 @@ def _scoring_out(row: dict[str, Any] | None) -> dict[str, Any] | None:
     return row
 
 
-_LATEST_SCORING_SQL = "SELECT * FROM scorings WHERE sha256 = ? ORDER BY id DESC LIMIT 1"
+def latest_scoring_id(sha256_column: sa.ColumnElement, model_sha256: str | None = None) -> sa.ScalarSelect:
+    """Correlated subquery: id of the item's latest scoring (by ``model_sha256`` when given).
+
+    Written once for every join that shows "the scoring in force" (lists, exports).
+    """
+    q = sa.select(sa.func.max(scorings.c.id)).where(scorings.c.sha256 == sha256_column)
+    if model_sha256:
+        q = q.where(scorings.c.model_sha256 == model_sha256)
+    return q.correlate_except(scorings).scalar_subquery()
 
 
-class ItemsMixin(StoreBase):
-    blobs: BlobStore
-    privacy_mode: bool
+def clean_name(name: str | None) -> str:
+    """The file name without folders, cut to :data:`MAX_NAME` characters (never refused)."""
+    return Path(str(name or "upload").replace("\\", "/")).name.strip()[:MAX_NAME] or "upload"
+
+
+class ItemsOwner:
+    """Items, their uploads and their scorings on one :class:`Database`."""
+
+    def __init__(self, db: Database, blobs: BlobStore, privacy_mode: bool) -> None:
+        self.db, self.blobs, self.privacy_mode = db, blobs, privacy_mode
 
     # -- writes ----------------------------------------------------------
-    def add_item(self, data: bytes, *, name: str, uploader: str | None = None) -> str:
+    def add(self, data: bytes, *, name: str, uploader: str | None = None) -> str:
         """Store the bytes (or only a thumbnail in privacy mode) and return their SHA-256.
 
         Idempotent by hash: a repeat upload adds an upload row, never a second item.
@@ -92,7 +113,7 @@ class ItemsMixin(StoreBase):
         data = bytes(data)
         if not data:
             raise StoreError(f"{name or 'The upload'} is empty (0 bytes); nothing was stored.")
-        clean_name = Path(str(name or "upload").replace("\\", "/")).name.strip()[:MAX_NAME] or "upload"
+        name = clean_name(name)
         uploader = (uploader or "").strip() or None
         sha = sha256_bytes(data)
         # Bytes go to disk before the row that points at them (an orphan file is harmless).
@@ -101,36 +122,28 @@ class ItemsMixin(StoreBase):
         else:
             self.blobs.put_original(sha, data)
             storage = "original"
-        now = self.now_iso()
-        with self._write() as conn:
-            existing = conn.execute("SELECT storage FROM items WHERE sha256 = ?", (sha,)).fetchone()
+        with self.db.write():
+            now = self.db.now_iso()
+            self.db.lock(f"item:{sha}")  # PostgreSQL: two first uploads of the same bytes make one item
+            existing = self.db.scalar(sa.select(items.c.storage).where(items.c.sha256 == sha))
             if existing is None:
-                conn.execute(
-                    "INSERT INTO items (sha256, name, size, ext, storage, uploaded_at, uploader, last_seen_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sha, clean_name, len(data), sniff_ext(data, clean_name), storage, now, uploader, now),
-                )
+                self.db.execute(items.insert().values(
+                    sha256=sha, name=name, size=len(data), ext=sniff_ext(data, name), storage=storage,
+                    uploaded_at=now, uploader=uploader, last_seen_at=now))
             else:
-                upgrade = existing[0] != "original" and storage == "original"
-                conn.execute(
-                    "UPDATE items SET last_seen_at = ?, storage = CASE WHEN ? THEN 'original' ELSE storage END "
-                    "WHERE sha256 = ?",
-                    (now, upgrade, sha),
-                )
-            conn.execute("INSERT INTO uploads (sha256, name, uploader, uploaded_at) VALUES (?, ?, ?, ?)",
-                         (sha, clean_name, uploader, now))
+                values: dict[str, Any] = {"last_seen_at": now}
+                if existing != "original" and storage == "original":
+                    values["storage"] = "original"
+                self.db.execute(items.update().where(items.c.sha256 == sha).values(**values))
+            self.db.execute(uploads.insert().values(sha256=sha, name=name, uploader=uploader, uploaded_at=now))
         return sha
 
-    def record_scoring(self, sha256: str, *, model_sha256: str | None, model_label: str | None = None,
-                       preprocess_fingerprint: str | None = None, calibration_version: str | None = None,
-                       logit: float, probability: float, tier: str, reasons: Sequence[str] = (),
-                       guardrails: Mapping[str, Any] | None = None, timings: Mapping[str, Any] | None = None,
-                       auto_queue: bool = True) -> int:
-        """Append one scoring of a stored item; returns its id.
-
-        A ``review``-tier scoring queues the item unless it is already queued
-        or already carries a human label (``auto_queue=False`` to opt out).
-        """
+    def add_scoring(self, sha256: str, *, model_sha256: str | None, model_label: str | None = None,
+                    preprocess_fingerprint: str | None = None, calibration_version: str | None = None,
+                    logit: float, probability: float, tier: str, reasons: Sequence[str] = (),
+                    guardrails: Mapping[str, Any] | None = None, timings: Mapping[str, Any] | None = None,
+                    precision: str | None = None) -> int:
+        """Append one scoring of a stored item (inside the caller's transaction); returns its id."""
         sha = check_sha256(sha256)
         if tier not in TIERS:
             raise StoreError(f"Unknown tier {tier!r}; expected one of {', '.join(TIERS)}.")
@@ -144,114 +157,49 @@ class ItemsMixin(StoreBase):
             raise StoreError(f"probability must be within [0, 1], got {probability!r}.")
         if isinstance(reasons, str):
             reasons = [reasons]
-        row = (
-            sha, self.now_iso(), model_sha256, model_label, preprocess_fingerprint, calibration_version,
-            logit_f, prob_f, tier, _dump([str(r) for r in reasons]), _dump(dict(guardrails or {})),
-            _dump(dict(timings or {})),
-        )
-        with self._write() as conn:
-            self._need_item(sha)
-            cur = conn.execute(
-                "INSERT INTO scorings (sha256, scored_at, model_sha256, model_label, preprocess_fingerprint, "
-                "calibration_version, logit, probability, tier, reasons, guardrails, timings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            scoring_id = int(cur.lastrowid)
-            self._after_scoring(sha, abs(prob_f - 0.5), queue_it=auto_queue and tier == "review")
-        return scoring_id
+        precision = (str(precision).strip() or None) if precision is not None else None
+        self.need(sha)
+        return int(self.db.scalar(scorings.insert().values(
+            sha256=sha, scored_at=self.db.now_iso(), model_sha256=model_sha256, model_label=model_label,
+            preprocess_fingerprint=preprocess_fingerprint, calibration_version=calibration_version,
+            logit=logit_f, probability=prob_f, tier=tier, reasons=_dump([str(r) for r in reasons]),
+            guardrails=_dump(dict(guardrails or {})), timings=_dump(dict(timings or {})), precision=precision,
+        ).returning(scorings.c.id)))
 
     # -- reads -----------------------------------------------------------
-    def has_item(self, sha256: str) -> bool:
-        with self._lock:
-            return self.conn.execute("SELECT 1 FROM items WHERE sha256 = ?", (check_sha256(sha256),)).fetchone() \
-                is not None
+    def get(self, sha: str) -> dict[str, Any] | None:
+        return self.db.row(sa.select(items).where(items.c.sha256 == sha))
 
-    def item(self, sha256: str) -> dict[str, Any]:
-        """Everything about one item: facts, uploads, scorings, label history, queue state and events."""
-        sha = check_sha256(sha256)
-        with self._read():
-            out = self._need_item(sha)
-            out["uploads"] = self._rows("SELECT name, uploader, uploaded_at FROM uploads WHERE sha256 = ? "
-                                        "ORDER BY id", (sha,))
-            out["scorings"] = [_scoring_out(r) for r in
-                               self._rows("SELECT * FROM scorings WHERE sha256 = ? ORDER BY id", (sha,))]
-            out["latest_scoring"] = out["scorings"][-1] if out["scorings"] else None
-            out["label_events"] = self._rows("SELECT * FROM label_events WHERE sha256 = ? ORDER BY id", (sha,))
-            out["current_label"] = self._row(
-                "SELECT c.label, c.reviewer, c.labelled_at, c.event_id, e.note, e.seconds_spent "
-                "FROM current_labels c JOIN label_events e ON e.id = c.event_id WHERE c.sha256 = ?", (sha,))
-            out["queue"] = self._row("SELECT * FROM queue WHERE sha256 = ?", (sha,))
-            out["queue_state"] = out["queue"]["state"] if out["queue"] else None  # shortcut, as in recent_items
-            out["queue_events"] = self._rows("SELECT event, actor, at, lease_expires_at, detail FROM queue_events "
-                                             "WHERE sha256 = ? ORDER BY id", (sha,))
-        return out
-
-    def latest_scoring(self, sha256: str) -> dict[str, Any] | None:
-        with self._lock:
-            return _scoring_out(self._row(_LATEST_SCORING_SQL, (check_sha256(sha256),)))
-
-    def image_bytes(self, sha256: str) -> bytes | None:
-        """The original bytes; in privacy mode (``storage == 'thumbnail'``) the thumbnail; else None."""
-        sha = check_sha256(sha256)
-        with self._lock:
-            row = self.conn.execute("SELECT storage FROM items WHERE sha256 = ?", (sha,)).fetchone()
-        if row is None:
-            return None
-        if row[0] == "original":
-            return self.blobs.get_original(sha)
-        if row[0] == "thumbnail":
-            return self.blobs.get_thumbnail(sha)
-        return None
-
-    def recent_items(self, limit: int = 50, offset: int = 0, *, search: str | None = None,
-                     tier: str | None = None, state: str | None = None,
-                     labelled: bool | None = None) -> list[dict[str, Any]]:
-        """Items most recently uploaded first, with latest score, queue state and label.
-
-        ``search`` matches a SHA-256 prefix or part of the original name.
-        """
-        where, params = [], []
-        if search:
-            q = search.strip().lower()
-            if re.fullmatch(r"[0-9a-f]{4,64}", q):
-                where.append("(i.sha256 >= ? AND i.sha256 < ? OR i.name LIKE ?)")
-                params += [q, q + "g", f"%{q}%"]
-            else:
-                where.append("i.name LIKE ? ESCAPE '\\'")
-                params.append("%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        if tier:
-            where.append("s.tier = ?")
-            params.append(tier)
-        if state:
-            where.append("q.state = ?")
-            params.append(state)
-        if labelled is not None:
-            where.append("c.sha256 IS NOT NULL" if labelled else "c.sha256 IS NULL")
-        sql = (
-            "SELECT i.sha256, i.name, i.size, i.ext, i.storage, i.uploaded_at, i.uploader, i.last_seen_at, "
-            "s.id AS scoring_id, s.scored_at, s.model_sha256, s.logit, s.probability, s.tier, "
-            "q.state AS queue_state, q.lease_reviewer, q.lease_expires_at, "
-            "c.label, c.reviewer, c.labelled_at "
-            "FROM items i "
-            "LEFT JOIN scorings s ON s.id = (SELECT max(id) FROM scorings WHERE sha256 = i.sha256) "
-            "LEFT JOIN queue q ON q.sha256 = i.sha256 "
-            "LEFT JOIN current_labels c ON c.sha256 = i.sha256 "
-            + ("WHERE " + " AND ".join(where) + " " if where else "")
-            + "ORDER BY i.last_seen_at DESC, i.sha256 LIMIT ? OFFSET ?"
-        )
-        with self._read():
-            return self._rows(sql, (*params, int(limit), int(offset)))
-
-    # -- helpers for the other mixins -----------------------------------
-    def _need_item(self, sha: str) -> dict[str, Any]:
-        row = self._row("SELECT * FROM items WHERE sha256 = ?", (sha,))
+    def need(self, sha: str) -> dict[str, Any]:
+        row = self.get(sha)
         if row is None:
             raise StoreError(f"No stored item with SHA-256 {sha[:12]}…; upload it first.")
         return row
 
-    def _latest_scoring_row(self, sha: str) -> dict[str, Any] | None:
-        return self._row(_LATEST_SCORING_SQL, (sha,))
+    def uploads(self, sha: str) -> list[dict[str, Any]]:
+        return self.db.rows(sa.select(uploads.c.name, uploads.c.uploader, uploads.c.uploaded_at)
+                            .where(uploads.c.sha256 == sha).order_by(uploads.c.id))
 
-    def _after_scoring(self, sha: str, distance: float, *, queue_it: bool) -> None:
-        """Hook run inside the scoring transaction; the queue layer overrides it."""
+    def scorings(self, sha: str) -> list[dict[str, Any]]:
+        return [_scoring_out(r) for r in
+                self.db.rows(sa.select(scorings).where(scorings.c.sha256 == sha).order_by(scorings.c.id))]
+
+    def has_scoring(self, sha: str, model_sha256: str) -> bool:
+        """True when this model file has already scored this item."""
+        return self.db.scalar(sa.select(scorings.c.id).where(scorings.c.sha256 == sha,
+                                                             scorings.c.model_sha256 == model_sha256).limit(1)) \
+            is not None
+
+    def latest_scoring(self, sha: str) -> dict[str, Any] | None:
+        """The item's latest scoring with reasons/guardrails/timings parsed from JSON."""
+        return _scoring_out(self.db.row(sa.select(scorings).where(scorings.c.sha256 == sha)
+                                        .order_by(scorings.c.id.desc()).limit(1)))
+
+    def image_bytes(self, sha: str) -> bytes | None:
+        """The original bytes; in privacy mode (``storage == 'thumbnail'``) the thumbnail; else None."""
+        storage = self.db.scalar(sa.select(items.c.storage).where(items.c.sha256 == sha))
+        if storage == "original":
+            return self.blobs.get_original(sha)
+        if storage == "thumbnail":
+            return self.blobs.get_thumbnail(sha)
+        return None

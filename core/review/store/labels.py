@@ -1,9 +1,15 @@
-"""Labels as an append-only history: who decided what, when, and how long it took.
+"""Owner of ``label_events`` and ``current_labels``: decisions as an append-only history.
 
 A label is an event; undo is another event pointing at the one it cancels,
 so nothing an analyst decided is ever overwritten. ``current_labels`` is a
 derived table (the latest label event not undone) kept in the same
 transaction, so exports and lists never replay the history.
+
+Concurrent edits: an item's *label version* is the number of label and undo
+events it has. A writer that passes the version it saw (``expected_version``)
+is refused if someone else decided meanwhile, so a second reviewer can never
+silently overwrite the first. Writers on one item are serialised
+(:meth:`Database.lock`), so the check and the write are one step.
 """
 from __future__ import annotations
 
@@ -12,9 +18,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from core.review.store.base import DEFAULT_LEASE_SECONDS, LABELS, StoreError, iso, parse_time
-from core.review.store.items import check_sha256
-from core.review.store.queue import QueueMixin, check_reviewer
+import sqlalchemy as sa
+
+from core.review.store.base import LABELS, StoreError, iso, parse_time
+from core.review.store.db import Database
+from core.review.store.tables import current_labels, label_events
 
 MAX_NOTE = 5000
 
@@ -50,164 +58,146 @@ class LabelFilters:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """SELECT of the matching labelled items with the scoring used for each (latest, or latest by model)."""
-        params: list[Any] = []
-        model_clause = ""
-        if self.model_sha256:
-            model_clause = " AND model_sha256 = ?"
-            params.append(self.model_sha256)
-        where = ["1"]
-        if self.model_sha256:
-            where.append("s.id IS NOT NULL")
-        for column, value, op in (("c.labelled_at", self.since, ">="), ("c.labelled_at", self.until, "<"),
-                                  ("c.reviewer", self.reviewer, "="), ("c.label", self.label, "=")):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
-        if self.only_new:
-            where.append("NOT EXISTS (SELECT 1 FROM export_items x WHERE x.label_event_id = c.event_id)")
-        sql = (
-            "SELECT c.sha256, c.event_id AS label_event_id, c.label, c.reviewer, c.labelled_at, "
-            "e.note, e.seconds_spent, i.name, i.ext, i.storage, "
-            "s.id AS scoring_id, s.logit, s.probability, s.tier, s.model_sha256, s.model_label, "
-            "s.calibration_version, s.preprocess_fingerprint "
-            "FROM current_labels c JOIN items i ON i.sha256 = c.sha256 "
-            "JOIN label_events e ON e.id = c.event_id "
-            f"LEFT JOIN scorings s ON s.id = (SELECT max(id) FROM scorings WHERE sha256 = c.sha256{model_clause}) "
-            f"WHERE {' AND '.join(where)} ORDER BY c.labelled_at, c.sha256"
-        )
-        return sql, params
+
+def check_label(label: str) -> str:
+    if label not in LABELS:
+        raise StoreError(f"Unknown label {label!r}; expected one of {', '.join(LABELS)}.")
+    return label
 
 
-class LabelsMixin(QueueMixin):
-    undo_window_seconds: float
+def check_note(note: str | None) -> str | None:
+    return (note or "").strip()[:MAX_NOTE] or None
 
-    def label(self, sha256: str, label: str, reviewer: str, note: str | None = None,
-              seconds_spent: float | None = None) -> dict[str, Any]:
-        """Record a decision; allowed for the lease holder or on an item nobody else holds.
 
-        The item leaves the queue (state ``labelled``); a later label supersedes
-        this one without erasing it.
+def check_seconds(seconds_spent: float | None) -> float | None:
+    if seconds_spent is None:
+        return None
+    try:
+        value = float(seconds_spent)
+    except (TypeError, ValueError):
+        raise StoreError("seconds_spent must be a non-negative number.") from None
+    if not math.isfinite(value) or value < 0:
+        raise StoreError("seconds_spent must be a non-negative number.")
+    return value
+
+
+_E = label_events.c
+
+
+def _not_undone() -> sa.ColumnElement[bool]:
+    u = label_events.alias("u")
+    return ~sa.exists().where(u.c.undoes == _E.id)
+
+
+class LabelsOwner:
+    """Label and undo events and the label in force, on one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- concurrency ------------------------------------------------------
+    def lock(self, sha: str) -> None:
+        """Serialise label writers on this item until the transaction ends."""
+        self.db.lock(f"labels:{sha}")
+
+    def version(self, sha: str) -> int:
+        """How many label and undo events the item has: changes with every decision on it."""
+        return int(self.db.scalar(sa.select(sa.func.count()).select_from(label_events).where(_E.sha256 == sha)))
+
+    def check_version(self, sha: str, expected: int) -> None:
+        found = self.version(sha)
+        if int(expected) != found:
+            last = self.db.row(sa.select(_E.reviewer, _E.created_at, _E.kind).where(_E.sha256 == sha)
+                               .order_by(_E.id.desc()).limit(1))
+            who = f" by {last['reviewer']} at {last['created_at']}" if last else ""
+            raise StoreError(f"Item {sha[:12]}… was changed{who} since you opened it (label version {found}, "
+                             f"you saw {int(expected)}); nothing was saved. Reload it to see the current label.")
+
+    # -- writes ------------------------------------------------------------
+    def add(self, sha: str, label: str, reviewer: str, now: str, *, note: str | None, seconds_spent: float | None,
+            scoring_id: int | None, authenticated: bool, stage: str = "first") -> dict[str, Any]:
+        event_id = int(self.db.scalar(label_events.insert().values(
+            sha256=sha, kind="label", label=label, reviewer=reviewer, created_at=now, note=note,
+            seconds_spent=seconds_spent, scoring_id=scoring_id, authenticated=bool(authenticated), stage=stage,
+        ).returning(_E.id)))
+        self._set_current(sha, event_id, label, reviewer, now)
+        return self.event(event_id)
+
+    def latest_undoable(self, reviewer: str) -> dict[str, Any] | None:
+        """The reviewer's latest label that no undo cancelled yet."""
+        return self.db.row(sa.select(label_events).where(_E.reviewer == reviewer, _E.kind == "label", _not_undone())
+                           .order_by(_E.id.desc()).limit(1))
+
+    def undo(self, event: dict[str, Any], reviewer: str, now: str) -> tuple[int, dict[str, Any] | None]:
+        """Cancel ``event`` with a new undo event; the previous label (if any) comes back into force.
+
+        Refused when someone labelled the item again after ``event``. Returns
+        ``(undo event id, label now in force or None)``.
         """
-        sha, reviewer = check_sha256(sha256), check_reviewer(reviewer)
-        if label not in LABELS:
-            raise StoreError(f"Unknown label {label!r}; expected one of {', '.join(LABELS)}.")
-        note = (note or "").strip()[:MAX_NOTE] or None
-        if seconds_spent is not None:
-            seconds_spent = float(seconds_spent)
-            if not math.isfinite(seconds_spent) or seconds_spent < 0:
-                raise StoreError("seconds_spent must be a non-negative number.")
-        with self._write() as conn:
-            self._need_item(sha)
-            now = self.now_iso()
-            queue = self._row("SELECT state, lease_reviewer, lease_expires_at FROM queue WHERE sha256 = ?", (sha,))
-            if queue and queue["state"] == "leased" and queue["lease_reviewer"] != reviewer:
-                if queue["lease_expires_at"] > now:
-                    raise StoreError(f"Item {sha[:12]}… is leased to {queue['lease_reviewer']} until "
-                                     f"{queue['lease_expires_at']}; it cannot be labelled by {reviewer} now.")
-                self._event(sha, "expired", queue["lease_reviewer"], now, lease_expires_at=queue["lease_expires_at"])
-            scoring = self._latest_scoring_row(sha)
-            cur = conn.execute(
-                "INSERT INTO label_events (sha256, kind, label, reviewer, created_at, note, seconds_spent, scoring_id) "
-                "VALUES (?, 'label', ?, ?, ?, ?, ?, ?)",
-                (sha, label, reviewer, now, note, seconds_spent, scoring["id"] if scoring else None))
-            event_id = int(cur.lastrowid)
-            self._set_current(sha, event_id, label, reviewer, now)
-            if queue is None:  # labelled outside the queue ("label now"): a row, but no queue inflow
-                conn.execute(
-                    "INSERT INTO queue (sha256, state, distance, round, ready_at, enqueued_at, enqueued_by, reason) "
-                    "VALUES (?, 'labelled', ?, 0, ?, ?, ?, 'labelled directly')",
-                    (sha, abs(scoring["probability"] - 0.5) if scoring else 0.5, now, now, reviewer))
-            conn.execute("UPDATE queue SET state = 'labelled', lease_reviewer = NULL, lease_expires_at = NULL "
-                         "WHERE sha256 = ?", (sha,))
-            self._event(sha, "labelled", reviewer, now, detail=label)
-            return self._row("SELECT * FROM label_events WHERE id = ?", (event_id,))
-
-    def undo_last(self, reviewer: str, window_seconds: float | None = None) -> dict[str, Any]:
-        """Cancel ``reviewer``'s latest label if it is recent enough, with a new ``undo`` event.
-
-        The previous label (if any) comes back into force; an item left with no
-        label is leased back to the reviewer so it can be labelled again (or
-        returns to the queue when that lease runs out). Repeating walks further back.
-        """
-        reviewer = check_reviewer(reviewer)
-        window = self.undo_window_seconds if window_seconds is None else float(window_seconds)
-        if not window > 0:
-            raise StoreError("The undo window must be positive.")
-        with self._write() as conn:
-            now = self.now()
-            ev = self._row(
-                "SELECT * FROM label_events e WHERE reviewer = ? AND kind = 'label' "
-                "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id) ORDER BY id DESC LIMIT 1",
-                (reviewer,))
-            if ev is None or ev["created_at"] < iso(now - _dt.timedelta(seconds=window)):
-                raise StoreError(f"Nothing to undo: {reviewer} has no label from the last {_minutes(window)}.")
-            sha = ev["sha256"]
-            later = self._row(
-                "SELECT reviewer, created_at FROM label_events e WHERE sha256 = ? AND id > ? AND kind = 'label' "
-                "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id) ORDER BY id DESC LIMIT 1",
-                (sha, ev["id"]))
-            if later is not None:
-                raise StoreError(f"Cannot undo: item {sha[:12]}… was labelled again by {later['reviewer']} "
-                                 f"at {later['created_at']}.")
-            now_s = iso(now)
-            cur = conn.execute("INSERT INTO label_events (sha256, kind, undoes, reviewer, created_at) "
-                               "VALUES (?, 'undo', ?, ?, ?)", (sha, ev["id"], reviewer, now_s))
-            previous = self._row(
-                "SELECT id, label, reviewer, created_at FROM label_events e WHERE sha256 = ? AND kind = 'label' "
-                "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id) ORDER BY id DESC LIMIT 1",
-                (sha,))
-            if previous:
-                self._set_current(sha, previous["id"], previous["label"], previous["reviewer"], previous["created_at"])
-            else:
-                conn.execute("DELETE FROM current_labels WHERE sha256 = ?", (sha,))
-            queue = self._row("SELECT state FROM queue WHERE sha256 = ?", (sha,))
-            expires = None
-            if previous is None and queue and queue["state"] == "labelled":
-                expires = iso(now + _dt.timedelta(seconds=self.lease_seconds or DEFAULT_LEASE_SECONDS))
-                conn.execute("UPDATE queue SET state = 'leased', lease_reviewer = ?, lease_expires_at = ? "
-                             "WHERE sha256 = ?", (reviewer, expires, sha))
-            self._event(sha, "undone", reviewer, now_s, lease_expires_at=expires, detail=ev["label"])
-            return {
-                "undo_event_id": int(cur.lastrowid),
-                "undone": ev,
-                "current_label": self._row("SELECT label, reviewer, labelled_at FROM current_labels WHERE sha256 = ?",
-                                           (sha,)),
-                "queue_state": (self._row("SELECT state FROM queue WHERE sha256 = ?", (sha,)) or {}).get("state"),
-                "lease_expires_at": expires,
-            }
-
-    def label_history(self, *, reviewer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Latest label and undo events first (the audit trail), optionally for one reviewer."""
-        sql, params = "SELECT * FROM label_events", []
-        if reviewer:
-            sql += " WHERE reviewer = ?"
-            params.append(check_reviewer(reviewer))
-        with self._read():
-            return self._rows(sql + " ORDER BY id DESC LIMIT ?", (*params, int(limit)))
-
-    def labelled_items(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = 100,
-                       offset: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
-        """Items with a label in force matching ``filters`` (see :class:`LabelFilters`), oldest label first."""
-        sql, params = LabelFilters.make(filters, **kwargs).sql()
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            params += [int(limit), int(offset)]
-        with self._read():
-            return self._rows(sql, tuple(params))
-
-    def reviewers(self) -> list[str]:
-        with self._read():
-            return [r[0] for r in self.conn.execute("SELECT DISTINCT reviewer FROM label_events ORDER BY reviewer")]
+        sha = event["sha256"]
+        later = self.db.row(sa.select(_E.reviewer, _E.created_at)
+                            .where(_E.sha256 == sha, _E.id > event["id"], _E.kind == "label", _not_undone())
+                            .order_by(_E.id.desc()).limit(1))
+        if later is not None:
+            raise StoreError(f"Cannot undo: item {sha[:12]}… was labelled again by {later['reviewer']} "
+                             f"at {later['created_at']}.")
+        undo_id = int(self.db.scalar(label_events.insert().values(
+            sha256=sha, kind="undo", undoes=event["id"], reviewer=reviewer, created_at=now,
+            authenticated=bool(event.get("authenticated")),
+        ).returning(_E.id)))
+        previous = self.db.row(sa.select(_E.id, _E.label, _E.reviewer, _E.created_at)
+                               .where(_E.sha256 == sha, _E.kind == "label", _not_undone())
+                               .order_by(_E.id.desc()).limit(1))
+        if previous:
+            self._set_current(sha, previous["id"], previous["label"], previous["reviewer"], previous["created_at"])
+        else:
+            self.db.execute(current_labels.delete().where(current_labels.c.sha256 == sha))
+        return undo_id, self.current(sha)
 
     def _set_current(self, sha: str, event_id: int, label: str, reviewer: str, at: str) -> None:
-        self.conn.execute(
-            "INSERT INTO current_labels (sha256, event_id, label, reviewer, labelled_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(sha256) DO UPDATE SET event_id = excluded.event_id, label = excluded.label, "
-            "reviewer = excluded.reviewer, labelled_at = excluded.labelled_at",
-            (sha, event_id, label, reviewer, at))
+        self.db.upsert(current_labels, {"sha256": sha, "event_id": event_id, "label": label, "reviewer": reviewer,
+                                        "labelled_at": at}, keys=("sha256",))
+
+    # -- reads ---------------------------------------------------------------
+    def event(self, event_id: int) -> dict[str, Any] | None:
+        return self.db.row(sa.select(label_events).where(_E.id == event_id))
+
+    def events(self, sha: str) -> list[dict[str, Any]]:
+        return self.db.rows(sa.select(label_events).where(_E.sha256 == sha).order_by(_E.id))
+
+    def current(self, sha: str, *, detail: bool = False) -> dict[str, Any] | None:
+        """The label in force (``detail``: with its event id, note, time spent and sign-in) or None."""
+        c = current_labels.c
+        cols = [c.label, c.reviewer, c.labelled_at]
+        if detail:
+            cols += [c.event_id, _E.note, _E.seconds_spent, _E.authenticated]
+        q = sa.select(*cols).select_from(current_labels.join(label_events, _E.id == c.event_id)).where(c.sha256 == sha)
+        return self.db.row(q)
+
+    def history(self, reviewer: str | None, limit: int) -> list[dict[str, Any]]:
+        q = sa.select(label_events)
+        if reviewer:
+            q = q.where(_E.reviewer == reviewer)
+        return self.db.rows(q.order_by(_E.id.desc()).limit(int(limit)))
+
+    def in_force(self, sha: str) -> list[dict[str, Any]]:
+        """The item's label events that no undo cancelled, oldest first (with their review stage)."""
+        return self.db.rows(sa.select(_E.id, _E.label, _E.reviewer, _E.stage, _E.created_at)
+                            .where(_E.sha256 == sha, _E.kind == "label", _not_undone()).order_by(_E.id))
+
+    def stream(self) -> list[dict[str, Any]]:
+        """Every label in force on every item, oldest first: what agreement statistics read."""
+        return self.db.rows(sa.select(_E.sha256, _E.reviewer, _E.label, _E.stage, _E.created_at)
+                            .where(_E.kind == "label", _not_undone()).order_by(_E.id))
+
+    def reviewers(self) -> list[str]:
+        return [r["reviewer"] for r in self.db.rows(sa.select(_E.reviewer).distinct().order_by(_E.reviewer))]
 
 
-def _minutes(seconds: float) -> str:
+def minutes(seconds: float) -> str:
     return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
+
+
+def undo_cutoff(now: _dt.datetime, window: float) -> str:
+    """Oldest label time an undo may still cancel."""
+    return iso(now - _dt.timedelta(seconds=window))

@@ -5,6 +5,7 @@ queue inflow/outflow from ``queue_events``; the overturn rate compares each
 label in force with the model's verdict on the scoring the reviewer saw.
 Drift compares a recent window of scores against a reference window with the
 Population Stability Index (PSI) and the two-sample Kolmogorov–Smirnov test.
+Read-only: these queries write nothing and run the same on both databases.
 
 PSI thresholds (the usual credit-scoring convention): below 0.1 stable
 (``ok``), 0.1–0.25 moderate shift (``warn``), 0.25 and above a significant
@@ -18,9 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import sqlalchemy as sa
+
 from core.review.store.base import StoreError, iso, parse_time
+from core.review.store.db import POSTGRESQL, Database
 from core.review.store.exports import model_verdict
-from core.review.store.items import ItemsMixin
+from core.review.store.tables import current_labels, label_events, queue_events, scorings
+
+_S, _QE, _C, _E = scorings.c, queue_events.c, current_labels.c, label_events.c
 
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
@@ -55,7 +61,23 @@ def _days(first: _dt.date, last: _dt.date) -> list[str]:
     return [(first + _dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-class MonitorMixin(ItemsMixin):
+class Monitor:
+    """Monitoring queries on one :class:`Database` (the score log, queue events and labels in force)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def now(self) -> _dt.datetime:
+        return self.db.now()
+
+    def _day(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.substr(column, 1, 10).label("day")
+
+    def _per_day(self, since: str, model_sha256: str | None, *extra: sa.ColumnElement) -> sa.Select:
+        q = sa.select(self._day(_S.scored_at), *extra, sa.func.count().label("n")).where(_S.scored_at >= since)
+        if model_sha256:
+            q = q.where(_S.model_sha256 == model_sha256)
+        return q.group_by(sa.literal_column("day"), *extra)
 
     # -- daily series ----------------------------------------------------
     def _day_range(self, days: int) -> tuple[list[str], str]:
@@ -70,31 +92,23 @@ class MonitorMixin(ItemsMixin):
         if not 1 <= int(bins) <= 100:
             raise StoreError("bins must be between 1 and 100.")
         day_list, since = self._day_range(days)
-        sql = ("SELECT substr(scored_at, 1, 10) AS day, min(CAST(probability * ? AS INTEGER), ? - 1) AS bin, "
-               "count(*) AS n FROM scorings WHERE scored_at >= ?")
-        params: list[Any] = [int(bins), int(bins), since]
-        if model_sha256:
-            sql += " AND model_sha256 = ?"
-            params.append(model_sha256)
-        with self._read():
-            rows = self.conn.execute(sql + " GROUP BY day, bin", params).fetchall()
+        scaled = _S.probability * int(bins)
+        whole = sa.func.floor(scaled) if self.db.dialect == POSTGRESQL else scaled  # CAST rounds on PostgreSQL
+        bin_ = sa.cast(whole, sa.Integer).label("bin")
+        with self.db.read():
+            rows = [(r["day"], r["bin"], r["n"]) for r in self.db.rows(self._per_day(since, model_sha256, bin_))]
         table = {d: [0] * int(bins) for d in day_list}
         for day, b, n in rows:
             if day in table:
-                table[day][int(b)] += int(n)
+                table[day][min(int(b), int(bins) - 1)] += int(n)
         return {"edges": [round(i / bins, 10) for i in range(int(bins) + 1)],
                 "days": [{"day": d, "n": sum(c), "counts": c} for d, c in table.items()]}
 
     def tier_mix(self, days: int = 30, *, model_sha256: str | None = None) -> list[dict[str, Any]]:
         """Per UTC day: scorings per tier, total, flagged share (tier ``fake``) and review share."""
         day_list, since = self._day_range(days)
-        sql = "SELECT substr(scored_at, 1, 10) AS day, tier, count(*) FROM scorings WHERE scored_at >= ?"
-        params: list[Any] = [since]
-        if model_sha256:
-            sql += " AND model_sha256 = ?"
-            params.append(model_sha256)
-        with self._read():
-            rows = self.conn.execute(sql + " GROUP BY day, tier", params).fetchall()
+        with self.db.read():
+            rows = [(r["day"], r["tier"], r["n"]) for r in self.db.rows(self._per_day(since, model_sha256, _S.tier))]
         table = {d: {"day": d, "real": 0, "review": 0, "fake": 0} for d in day_list}
         for day, tier, n in rows:
             if day in table:
@@ -118,10 +132,10 @@ class MonitorMixin(ItemsMixin):
     def queue_flow(self, days: int = 30) -> list[dict[str, Any]]:
         """Per UTC day: items entering the queue (inflow), labelled (outflow), leases expired, skips."""
         day_list, since = self._day_range(days)
-        with self._read():
-            rows = self.conn.execute(
-                "SELECT substr(at, 1, 10) AS day, event, count(*) FROM queue_events WHERE at >= ? "
-                "AND event IN ('enqueued', 'labelled', 'expired', 'skipped') GROUP BY day, event", (since,)).fetchall()
+        q = (sa.select(sa.func.substr(_QE.at, 1, 10).label("day"), _QE.event, sa.func.count().label("n"))
+             .where(_QE.at >= since, _QE.event.in_(("enqueued", "labelled", "expired", "skipped")))
+             .group_by(sa.literal_column("day"), _QE.event))
+        rows = [(r["day"], r["event"], r["n"]) for r in self.db.rows(q)]
         names = {"enqueued": "inflow", "labelled": "outflow", "expired": "expired", "skipped": "skipped"}
         table = {d: {"day": d, "inflow": 0, "outflow": 0, "expired": 0, "skipped": 0} for d in day_list}
         for day, event, n in rows:
@@ -135,16 +149,16 @@ class MonitorMixin(ItemsMixin):
         The verdict is the model's on the scoring the reviewer saw (review-tier
         items split at p = 0.5); unsure labels and unscored items are left out.
         """
-        sql = ("SELECT c.reviewer, c.label, s.tier, s.probability FROM current_labels c "
-               "JOIN label_events e ON e.id = c.event_id JOIN scorings s ON s.id = e.scoring_id "
-               "WHERE c.label IN ('real', 'fake')")
-        params: list[Any] = []
-        for op, value in ((">=", parse_time(since, what="start time")), ("<", parse_time(until, what="end time"))):
-            if value:
-                sql += f" AND c.labelled_at {op} ?"
-                params.append(value)
-        with self._read():
-            rows = self.conn.execute(sql, params).fetchall()
+        q = (sa.select(_C.reviewer, _C.label, _S.tier, _S.probability)
+             .select_from(current_labels.join(label_events, _E.id == _C.event_id)
+                          .join(scorings, _S.id == _E.scoring_id))
+             .where(_C.label.in_(("real", "fake"))))
+        since, until = parse_time(since, what="start time"), parse_time(until, what="end time")
+        if since:
+            q = q.where(_C.labelled_at >= since)
+        if until:
+            q = q.where(_C.labelled_at < until)
+        rows = [(r["reviewer"], r["label"], r["tier"], r["probability"]) for r in self.db.rows(q)]
         per: dict[str, list[int]] = {}
         for reviewer, label, tier, prob in rows:
             counts = per.setdefault(reviewer, [0, 0])
@@ -162,13 +176,12 @@ class MonitorMixin(ItemsMixin):
         """Scores (``probability`` or ``logit``) logged in [since, until)."""
         if value not in ("probability", "logit"):
             raise StoreError("value must be 'probability' or 'logit'.")
-        sql = f"SELECT {value} FROM scorings WHERE scored_at >= ? AND scored_at < ?"
-        params: list[Any] = [parse_time(since, what="start time"), parse_time(until, what="end time")]
+        column = _S.probability if value == "probability" else _S.logit
+        q = sa.select(column).where(_S.scored_at >= parse_time(since, what="start time"),
+                                    _S.scored_at < parse_time(until, what="end time"))
         if model_sha256:
-            sql += " AND model_sha256 = ?"
-            params.append(model_sha256)
-        with self._read():
-            return [r[0] for r in self.conn.execute(sql, params)]
+            q = q.where(_S.model_sha256 == model_sha256)
+        return [float(v) for v in self.db.execute(q).scalars()]
 
     def default_windows(self, recent_days: int = 7, reference_days: int = 28) -> tuple[Window, Window]:
         """(reference, recent): the last ``recent_days`` and the ``reference_days`` before them."""

@@ -1,24 +1,45 @@
-"""The review queue: uncertainty-first claims under expiring leases.
+"""Owner of ``queue`` and ``queue_events``: uncertainty-first claims under expiring leases.
 
-Order: items skipped fewer times first (``round``), then closest to the
-decision boundary (``distance = |p - 0.5|`` of the latest scoring; unscored
-hand-queued items count as 0.5), then oldest. A claim runs in one
-``BEGIN IMMEDIATE`` transaction — return expired leases to the queue, pick
+The only writer of both tables. Order: items skipped fewer times first
+(``round``), then closest to the decision boundary (:func:`priority`, the
+``|p - 0.5|`` of the latest scoring; unscored hand-queued items count as
+0.5), then oldest. Leases follow Label Studio's ``TaskLock`` shape:
+:meth:`QueueOwner.set_lock`, :meth:`~QueueOwner.release_lock`,
+:meth:`~QueueOwner.clear_expired_locks`, and one rule, :func:`lease_rule`,
+decides who may act on a leased item.
+
+A claim is one write transaction — return expired leases to the queue, pick
 the first queued item, lease it — so two reviewers can never hold the same
-item, and an abandoned item comes back when its lease runs out.
+item: SQLite admits one writer at a time (``BEGIN IMMEDIATE``); PostgreSQL
+locks the picked row with ``FOR UPDATE SKIP LOCKED``, so concurrent claims
+take different items without waiting on each other.
 """
 from __future__ import annotations
 
 import datetime as _dt
 from typing import Any
 
+import sqlalchemy as sa
+
 from core.review.store.base import StoreError, iso
-from core.review.store.items import ItemsMixin, _scoring_out, check_sha256
+from core.review.store.db import Database
+from core.review.store.tables import queue, queue_events, queue_exclusions
 
 QUEUE_STATES = ("queued", "leased", "labelled")
+#: Review stages an item passes through under blind double review.
+STAGES = ("first", "second", "adjudication")
 #: Longest lease a caller may ask for.
 MAX_LEASE_SECONDS = 24 * 3600.0
 MAX_REVIEWER = 100
+#: Literal (not a bound parameter) so SQLite can use the partial indexes on ``state``.
+_QUEUED, _LEASED = sa.literal_column("'queued'"), sa.literal_column("'leased'")
+#: Claim order, written once (the ``queue_next`` index has exactly these columns).
+CLAIM_ORDER = (queue.c.round, queue.c.distance, queue.c.ready_at, queue.c.sha256)
+
+
+def priority(probability: float | None) -> float:
+    """Distance to the decision boundary, ``|p - 0.5|``: smaller is claimed first (unscored: 0.5)."""
+    return 0.5 if probability is None else abs(float(probability) - 0.5)
 
 
 def check_reviewer(reviewer: str) -> str:
@@ -30,191 +51,248 @@ def check_reviewer(reviewer: str) -> str:
     return name
 
 
-class QueueMixin(ItemsMixin):
-    lease_seconds: float
+def lease_rule(row: dict[str, Any] | None, sha: str, reviewer: str, now: str, *, must_hold: bool) -> bool:
+    """Who may act on an item, decided once; returns True when another reviewer's lease has run out.
 
-    # -- adding ----------------------------------------------------------
-    def enqueue(self, sha256: str, *, by: str | None = None, reason: str = "manual") -> dict[str, Any]:
-        """Queue any stored item by hand (a labelled item is queued again for a second look).
+    The holder may always act (an expired lease nobody took over still counts).
+    With ``must_hold`` (renew, release, skip of a leased item) only the holder
+    may. Otherwise (labelling) anyone may act on an item that is not leased or
+    whose lease has expired; an unexpired lease of someone else is refused.
+    """
+    leased = row is not None and row["state"] == "leased"
+    if leased and row["lease_reviewer"] == reviewer:
+        return False
+    if must_hold:
+        if not leased:
+            raise StoreError(f"Item {sha[:12]}… is not leased to {reviewer}; claim it first.")
+        raise StoreError(f"Item {sha[:12]}… is leased to {row['lease_reviewer']} until {row['lease_expires_at']}.")
+    if leased:
+        if row["lease_expires_at"] > now:
+            raise StoreError(f"Item {sha[:12]}… is leased to {row['lease_reviewer']} until "
+                             f"{row['lease_expires_at']}; it cannot be labelled by {reviewer} now.")
+        return True
+    return False
 
-        Idempotent: an item already queued or leased is left as it is.
-        """
-        sha = check_sha256(sha256)
-        reason = (reason or "manual").strip() or "manual"
-        with self._write() as conn:
-            self._need_item(sha)
-            row = self._row("SELECT state FROM queue WHERE sha256 = ?", (sha,))
-            now = self.now_iso()
-            if row is None:
-                self._insert_queued(sha, now, by=by, reason=reason)
-            elif row["state"] == "labelled":
-                conn.execute(
-                    "UPDATE queue SET state = 'queued', round = 0, ready_at = ?, enqueued_at = ?, enqueued_by = ?, "
-                    "reason = ? WHERE sha256 = ?", (now, now, by, reason, sha))
-                self._event(sha, "enqueued", by, now, detail=reason)
-            return self._row("SELECT * FROM queue WHERE sha256 = ?", (sha,))
 
-    def _insert_queued(self, sha: str, now: str, *, by: str | None, reason: str) -> None:
-        scoring = self._latest_scoring_row(sha)
-        distance = abs(scoring["probability"] - 0.5) if scoring else 0.5
-        self.conn.execute(
-            "INSERT INTO queue (sha256, state, distance, round, ready_at, enqueued_at, enqueued_by, reason) "
-            "VALUES (?, 'queued', ?, 0, ?, ?, ?, ?)", (sha, distance, now, now, by, reason))
-        self._event(sha, "enqueued", by, now, detail=reason)
+def claim_reason(row: dict[str, Any], expired_from: str | None, probability: float | None) -> str:
+    """Why the claim picked this item, in words for the reviewer (e.g. ``most uncertain: p=0.51``)."""
+    automatic = row["reason"] in ("review tier", "labelled directly")
+    if not automatic:
+        why = f"queued by {row['enqueued_by']}: {row['reason']}" if row["enqueued_by"] else f"queued: {row['reason']}"
+    elif probability is not None:
+        why = f"most uncertain: p={probability:.2f}"
+    else:
+        why = "queued without a score"
+    if row["round"]:
+        why += f"; skipped {row['round']}× before"
+    if expired_from:
+        why = f"lease expired ({expired_from} did not finish); {why}"
+    return why
 
-    def _after_scoring(self, sha: str, distance: float, *, queue_it: bool) -> None:
-        row = self._row("SELECT state FROM queue WHERE sha256 = ?", (sha,))
-        if row is not None:
-            if row["state"] != "labelled":
-                self.conn.execute("UPDATE queue SET distance = ? WHERE sha256 = ?", (distance, sha))
-            return
-        if queue_it and self.conn.execute("SELECT 1 FROM current_labels WHERE sha256 = ?", (sha,)).fetchone() is None:
-            self._insert_queued(sha, self.now_iso(), by=None, reason="review tier")
 
-    # -- claiming --------------------------------------------------------
-    def claim_next(self, reviewer: str, lease_seconds: float | None = None) -> dict[str, Any] | None:
-        """Lease the most uncertain queued item to ``reviewer``; None when the queue is empty."""
-        reviewer = check_reviewer(reviewer)
-        lease = self._lease_length(lease_seconds)
-        with self._write() as conn:
-            now = self.now()
-            self._expire_leases(iso(now))
-            # INDEXED BY: the planner would otherwise pick queue_state and sort every queued row.
-            row = conn.execute(
-                "SELECT sha256 FROM queue INDEXED BY queue_next WHERE state = 'queued' "
-                "ORDER BY round, distance, ready_at, sha256 LIMIT 1").fetchone()
-            if row is None:
-                return None
-            sha, expires = row[0], iso(now + _dt.timedelta(seconds=lease))
-            conn.execute("UPDATE queue SET state = 'leased', lease_reviewer = ?, lease_expires_at = ? "
-                         "WHERE sha256 = ?", (reviewer, expires, sha))
-            self._event(sha, "claimed", reviewer, iso(now), lease_expires_at=expires)
-            return self._queue_item(sha)
+class QueueOwner:
+    """The queue table, its event log and the lease rule on one :class:`Database`."""
 
-    def renew_lease(self, sha256: str, reviewer: str, lease_seconds: float | None = None) -> str:
-        """Extend one's own lease; returns the new expiry."""
-        sha, reviewer = check_sha256(sha256), check_reviewer(reviewer)
-        lease = self._lease_length(lease_seconds)
-        with self._write() as conn:
-            self._need_lease(sha, reviewer)
-            now = self.now()
-            expires = iso(now + _dt.timedelta(seconds=lease))
-            conn.execute("UPDATE queue SET lease_expires_at = ? WHERE sha256 = ?", (expires, sha))
-            self._event(sha, "renewed", reviewer, iso(now), lease_expires_at=expires)
-            return expires
+    def __init__(self, db: Database, lease_seconds: float) -> None:
+        self.db, self.lease_seconds = db, lease_seconds
 
-    def release(self, sha256: str, reviewer: str) -> None:
-        """Give a leased item back; it keeps its place in the queue."""
-        sha, reviewer = check_sha256(sha256), check_reviewer(reviewer)
-        with self._write() as conn:
-            self._need_lease(sha, reviewer)
-            conn.execute("UPDATE queue SET state = 'queued', lease_reviewer = NULL, lease_expires_at = NULL "
-                         "WHERE sha256 = ?", (sha,))
-            self._event(sha, "released", reviewer, self.now_iso())
+    # -- rows --------------------------------------------------------------
+    def row(self, sha: str, *, lock: bool = False) -> dict[str, Any] | None:
+        """The item's queue row; ``lock`` holds it until the transaction ends (PostgreSQL ``FOR UPDATE``)."""
+        q = sa.select(queue).where(queue.c.sha256 == sha)
+        return self.db.row(q.with_for_update() if lock else q)
 
-    def skip(self, sha256: str, reviewer: str) -> None:
-        """Send an item to the back of the queue (behind every item not yet skipped as often)."""
-        sha, reviewer = check_sha256(sha256), check_reviewer(reviewer)
-        with self._write() as conn:
-            self._need_item(sha)
-            row = self._row("SELECT state, round FROM queue WHERE sha256 = ?", (sha,))
-            if row is None or row["state"] == "labelled":
-                raise StoreError(f"Item {sha[:12]}… is not in the review queue.")
-            if row["state"] == "leased":
-                self._need_lease(sha, reviewer)
-            last = conn.execute("SELECT round FROM queue INDEXED BY queue_next WHERE state = 'queued' "
-                                "ORDER BY round DESC LIMIT 1").fetchone()
-            new_round = max(int(last[0]) if last else 0, int(row["round"])) + 1
-            now = self.now_iso()
-            conn.execute("UPDATE queue SET state = 'queued', round = ?, ready_at = ?, lease_reviewer = NULL, "
-                         "lease_expires_at = NULL WHERE sha256 = ?", (new_round, now, sha))
-            self._event(sha, "skipped", reviewer, now)
+    def state(self, sha: str) -> str | None:
+        return self.db.scalar(sa.select(queue.c.state).where(queue.c.sha256 == sha))
 
-    # -- reading ---------------------------------------------------------
-    def queue_stats(self) -> dict[str, int]:
-        """Counts per queue state; a lease that has run out counts as queued."""
-        now = self.now_iso()
-        with self._read():
-            counts = {s: 0 for s in QUEUE_STATES}
-            for state, n in self.conn.execute("SELECT state, count(*) FROM queue GROUP BY state"):
-                counts[state] = int(n)
-            expired = self.conn.execute("SELECT count(*) FROM queue WHERE state = 'leased' AND lease_expires_at <= ?",
-                                        (now,)).fetchone()[0]
-        counts["leased"] -= int(expired)
-        counts["queued"] += int(expired)
-        return counts
+    def events(self, sha: str) -> list[dict[str, Any]]:
+        e = queue_events.c
+        return self.db.rows(sa.select(e.event, e.actor, e.at, e.lease_expires_at, e.detail)
+                            .where(e.sha256 == sha).order_by(e.id))
 
-    def queue_items(self, limit: int = 50, *, state: str | None = None) -> list[dict[str, Any]]:
-        """Queue rows with name and latest score: leased ones, then queued ones in claim order.
+    def _event(self, sha: str, event: str, actor: str | None, at: str, *, lease_expires_at: str | None = None,
+               detail: str | None = None) -> None:
+        self.db.execute(queue_events.insert().values(sha256=sha, event=event, actor=actor, at=at,
+                                                     lease_expires_at=lease_expires_at, detail=detail))
 
-        ``state`` narrows to one state (``labelled`` lists the most recently enqueued first).
-        """
-        if state is not None and state not in QUEUE_STATES:
-            raise StoreError(f"Unknown queue state {state!r}; expected one of {', '.join(QUEUE_STATES)}.")
-        select = ("SELECT q.*, i.name, s.probability, s.tier, s.logit FROM queue {hint} "
-                  "JOIN items i ON i.sha256 = q.sha256 "
-                  "LEFT JOIN scorings s ON s.id = (SELECT max(id) FROM scorings WHERE sha256 = q.sha256) "
-                  "WHERE q.state = '{state}' ORDER BY {order} LIMIT ?")  # literal: partial indexes need it
-        orders = {"leased": ("q INDEXED BY queue_leases", "q.lease_expires_at"),
-                  "queued": ("q INDEXED BY queue_next", "q.round, q.distance, q.ready_at, q.sha256"),
-                  "labelled": ("q", "q.enqueued_at DESC")}
-        out: list[dict[str, Any]] = []
-        with self._read():
-            for st in ([state] if state else ["leased", "queued"]):
-                if len(out) >= limit:
-                    break
-                hint, order = orders[st]
-                out += self._rows(select.format(hint=hint, state=st, order=order), (int(limit) - len(out),))
-        return out
+    def _set(self, sha: str, **values: Any) -> None:
+        self.db.execute(queue.update().where(queue.c.sha256 == sha).values(**values))
 
-    def leases(self, reviewer: str | None = None) -> list[dict[str, Any]]:
-        """Active (unexpired) leases, e.g. to resume one's own item after a page reload."""
-        sql = "SELECT * FROM queue WHERE state = 'leased' AND lease_expires_at > ?"
-        params: list[Any] = [self.now_iso()]
-        if reviewer is not None:
-            sql += " AND lease_reviewer = ?"
-            params.append(check_reviewer(reviewer))
-        with self._read():
-            return self._rows(sql + " ORDER BY lease_expires_at", tuple(params))
-
-    # -- helpers ---------------------------------------------------------
-    def _lease_length(self, lease_seconds: float | None) -> float:
+    # -- locks (TaskLock shape) -------------------------------------------
+    def lease_length(self, lease_seconds: float | None) -> float:
         value = self.lease_seconds if lease_seconds is None else float(lease_seconds)
         if not (0 < value <= MAX_LEASE_SECONDS):
             raise StoreError(f"Lease length must be between 0 and {int(MAX_LEASE_SECONDS)} seconds.")
         return value
 
-    def _expire_leases(self, now: str) -> None:
-        expired = self.conn.execute(
-            "SELECT sha256, lease_reviewer, lease_expires_at FROM queue INDEXED BY queue_leases "
-            "WHERE state = 'leased' AND lease_expires_at <= ?", (now,)).fetchall()
-        for sha, reviewer, was in expired:
-            self.conn.execute("UPDATE queue SET state = 'queued', lease_reviewer = NULL, lease_expires_at = NULL "
-                              "WHERE sha256 = ?", (sha,))
-            self._event(sha, "expired", reviewer, now, lease_expires_at=was)
+    def set_lock(self, sha: str, reviewer: str, now: _dt.datetime, seconds: float, *, event: str) -> str:
+        """Lease (or re-lease) the item to ``reviewer`` for ``seconds``; returns the expiry."""
+        expires = iso(now + _dt.timedelta(seconds=seconds))
+        self._set(sha, state="leased", lease_reviewer=reviewer, lease_expires_at=expires)
+        self._event(sha, event, reviewer, iso(now), lease_expires_at=expires)
+        return expires
 
-    def _need_lease(self, sha: str, reviewer: str) -> None:
-        """Refuse unless ``reviewer`` holds the lease (an expired lease nobody took over still counts)."""
-        self._need_item(sha)
-        row = self._row("SELECT state, lease_reviewer, lease_expires_at FROM queue WHERE sha256 = ?", (sha,))
-        if row is None or row["state"] != "leased":
-            raise StoreError(f"Item {sha[:12]}… is not leased to {reviewer}; claim it first.")
-        if row["lease_reviewer"] != reviewer:
-            raise StoreError(f"Item {sha[:12]}… is leased to {row['lease_reviewer']} "
-                             f"until {row['lease_expires_at']}.")
+    def release_lock(self, sha: str, actor: str | None, at: str, *, event: str, **values: Any) -> None:
+        """Back to ``queued`` (``values`` may move it, e.g. a skip's new round)."""
+        self._set(sha, state="queued", lease_reviewer=None, lease_expires_at=None, **values)
+        self._event(sha, event, actor, at)
 
-    def _event(self, sha: str, event: str, actor: str | None, at: str, *, lease_expires_at: str | None = None,
-               detail: str | None = None) -> None:
-        self.conn.execute("INSERT INTO queue_events (sha256, event, actor, at, lease_expires_at, detail) "
-                          "VALUES (?, ?, ?, ?, ?, ?)", (sha, event, actor, at, lease_expires_at, detail))
+    def clear_expired_locks(self, now: str) -> dict[str, str]:
+        """Return every run-out lease to the queue; ``{sha256: former holder}``.
 
-    def _queue_item(self, sha: str) -> dict[str, Any]:
-        """The claimed item as handed to a reviewer: facts, queue row, latest scoring, current label."""
-        out = self._need_item(sha)
-        queue = self._row("SELECT state, distance, round, enqueued_at, enqueued_by, reason, lease_reviewer, "
-                          "lease_expires_at FROM queue WHERE sha256 = ?", (sha,)) or {}
-        out.update(queue)
-        out["scoring"] = _scoring_out(self._latest_scoring_row(sha))
-        out["current_label"] = self._row("SELECT label, reviewer, labelled_at FROM current_labels WHERE sha256 = ?",
-                                         (sha,))
-        return out
+        PostgreSQL: ``SKIP LOCKED``, so each expired lease is returned by exactly one claim.
+        """
+        q = queue.c
+        expired = self.db.rows(sa.select(q.sha256, q.lease_reviewer, q.lease_expires_at)
+                               .where(q.state == _LEASED, q.lease_expires_at <= now)
+                               .with_for_update(skip_locked=True))
+        for r in expired:
+            self._set(r["sha256"], state="queued", lease_reviewer=None, lease_expires_at=None)
+            self._event(r["sha256"], "expired", r["lease_reviewer"], now, lease_expires_at=r["lease_expires_at"])
+        return {r["sha256"]: r["lease_reviewer"] for r in expired}
+
+    # -- adding ------------------------------------------------------------
+    def _insert(self, sha: str, now: str, *, state: str, probability: float | None, by: str | None,
+                reason: str) -> None:
+        self.db.execute(queue.insert().values(sha256=sha, state=state, distance=priority(probability), round=0,
+                                              ready_at=now, enqueued_at=now, enqueued_by=by, reason=reason))
+
+    def enqueue(self, sha: str, probability: float | None, *, by: str | None, reason: str) -> dict[str, Any]:
+        """Queue an item by hand (a labelled one again, for a second look); idempotent otherwise."""
+        row = self.row(sha, lock=True)
+        now = self.db.now_iso()
+        if row is None:
+            self._insert(sha, now, state="queued", probability=probability, by=by, reason=reason)
+            self._event(sha, "enqueued", by, now, detail=reason)
+        elif row["state"] == "labelled":
+            self._set(sha, state="queued", round=0, ready_at=now, enqueued_at=now, enqueued_by=by, reason=reason)
+            self._event(sha, "enqueued", by, now, detail=reason)
+        return self.row(sha)
+
+    def after_scoring(self, sha: str, probability: float, *, queue_it: bool) -> None:
+        """A new scoring moves a waiting item's priority; ``queue_it`` queues an item not yet in the queue."""
+        state = self.state(sha)
+        if state is not None:
+            if state != "labelled":
+                self._set(sha, distance=priority(probability))
+            return
+        if queue_it:
+            now = self.db.now_iso()
+            self._insert(sha, now, state="queued", probability=probability, by=None, reason="review tier")
+            self._event(sha, "enqueued", None, now, detail="review tier")
+
+    # -- claiming ------------------------------------------------------------
+    def claim(self, reviewer: str, lease_seconds: float | None) -> tuple[dict[str, Any], str | None] | None:
+        """Lease the next item to ``reviewer``: ``(its queue row before the claim, former holder if its lease
+        had run out)``, or None when the queue is empty."""
+        lease = self.lease_length(lease_seconds)
+        now = self.db.now()
+        expired = self.clear_expired_locks(iso(now))
+        x = queue_exclusions.c
+        not_excluded = ~sa.exists().where(x.sha256 == queue.c.sha256, x.reviewer == reviewer)
+        row = self.db.row(sa.select(queue).where(queue.c.state == _QUEUED, not_excluded).order_by(*CLAIM_ORDER)
+                          .limit(1).with_for_update(skip_locked=True))
+        if row is None:
+            return None
+        self.set_lock(row["sha256"], reviewer, now, lease, event="claimed")
+        return row, expired.get(row["sha256"])
+
+    def renew(self, sha: str, reviewer: str, lease_seconds: float | None) -> str:
+        lease = self.lease_length(lease_seconds)
+        now = self.db.now()
+        lease_rule(self.row(sha, lock=True), sha, reviewer, iso(now), must_hold=True)
+        return self.set_lock(sha, reviewer, now, lease, event="renewed")
+
+    def release(self, sha: str, reviewer: str) -> None:
+        now = self.db.now_iso()
+        lease_rule(self.row(sha, lock=True), sha, reviewer, now, must_hold=True)
+        self.release_lock(sha, reviewer, now, event="released")
+
+    def skip(self, sha: str, reviewer: str) -> None:
+        row = self.row(sha, lock=True)
+        if row is None or row["state"] == "labelled":
+            raise StoreError(f"Item {sha[:12]}… is not in the review queue.")
+        now = self.db.now_iso()
+        if row["state"] == "leased":
+            lease_rule(row, sha, reviewer, now, must_hold=True)
+        last = self.db.scalar(sa.select(queue.c.round).where(queue.c.state == _QUEUED)
+                              .order_by(queue.c.round.desc()).limit(1))
+        new_round = max(int(last or 0), int(row["round"])) + 1
+        self.release_lock(sha, reviewer, now, event="skipped", round=new_round, ready_at=now)
+
+    # -- the label and undo side of the loop ----------------------------------
+    def before_label(self, sha: str, reviewer: str, now: str) -> dict[str, Any] | None:
+        """Apply the lease rule for a label by ``reviewer``; a run-out lease of another is logged as expired."""
+        row = self.row(sha, lock=True)
+        if lease_rule(row, sha, reviewer, now, must_hold=False):
+            self._event(sha, "expired", row["lease_reviewer"], now, lease_expires_at=row["lease_expires_at"])
+        return row
+
+    def after_label(self, sha: str, reviewer: str, label: str, now: str, *, row: dict[str, Any] | None,
+                    probability: float | None, next_stage: str | None = None, reason: str | None = None) -> None:
+        """The item leaves the queue, or (``next_stage``) waits for its next, blind review stage.
+
+        Labelled outside the queue ("label now") it gets a row but no inflow event. Moving to a
+        later stage excludes ``reviewer`` from claiming it again, so that stage is independent.
+        """
+        if row is None:
+            self._insert(sha, now, state="labelled", probability=probability, by=reviewer, reason="labelled directly")
+        else:
+            self._set(sha, state="labelled", lease_reviewer=None, lease_expires_at=None)
+        self._event(sha, "labelled", reviewer, now, detail=label)
+        if next_stage is not None:
+            self.db.insert_ignore(queue_exclusions, {"sha256": sha, "reviewer": reviewer}, keys=("sha256", "reviewer"))
+            self._set(sha, state="queued", stage=next_stage, round=0, ready_at=now, enqueued_at=now, enqueued_by=None,
+                      reason=reason or f"{next_stage} review")
+            self._event(sha, "enqueued", None, now, detail=reason or f"{next_stage} review")
+
+    def after_undo(self, sha: str, reviewer: str, undone_label: str, now: _dt.datetime, *,
+                   still_labelled: bool, stage: str | None = None) -> str | None:
+        """Log the undo; the item is leased back to the reviewer when nothing is left to stand for it.
+
+        Under double review (``stage``: the stage the undone label was given at) the item returns to
+        that stage, leased to the reviewer who undid, who may claim it again. Returns the lease's expiry.
+        """
+        row = self.row(sha, lock=True)
+        expires = None
+        back_to_stage = stage is not None and row is not None and row["stage"] != stage
+        if back_to_stage and row["state"] == "leased" and row["lease_reviewer"] != reviewer \
+                and row["lease_expires_at"] > iso(now):
+            raise StoreError(f"Cannot undo: {row['lease_reviewer']} is reviewing item {sha[:12]}… for its "
+                             f"{row['stage']} review right now.")
+        if back_to_stage or (not still_labelled and row is not None and row["state"] == "labelled"):
+            expires = iso(now + _dt.timedelta(seconds=self.lease_seconds))
+            values: dict[str, Any] = {"state": "leased", "lease_reviewer": reviewer, "lease_expires_at": expires}
+            if back_to_stage:
+                values["stage"] = stage
+                self.db.execute(queue_exclusions.delete().where(queue_exclusions.c.sha256 == sha,
+                                                                queue_exclusions.c.reviewer == reviewer))
+            self._set(sha, **values)
+        self._event(sha, "undone", reviewer, iso(now), lease_expires_at=expires, detail=undone_label)
+        return expires
+
+    def excluded(self, sha: str) -> list[str]:
+        """Reviewers who may not take this item's current review stage."""
+        x = queue_exclusions.c
+        return [r["reviewer"] for r in self.db.rows(sa.select(x.reviewer).where(x.sha256 == sha).order_by(x.reviewer))]
+
+    # -- reading ---------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """Counts per queue state; a lease that has run out counts as queued."""
+        now = self.db.now_iso()
+        with self.db.read():
+            counts = {s: 0 for s in QUEUE_STATES}
+            for r in self.db.rows(sa.select(queue.c.state, sa.func.count().label("n")).group_by(queue.c.state)):
+                counts[r["state"]] = int(r["n"])
+            expired = self.db.scalar(sa.select(sa.func.count()).select_from(queue)
+                                     .where(queue.c.state == _LEASED, queue.c.lease_expires_at <= now))
+        counts["leased"] -= int(expired)
+        counts["queued"] += int(expired)
+        return counts
+
+    def leases(self, reviewer: str | None = None) -> list[dict[str, Any]]:
+        """Active (unexpired) leases, e.g. to resume one's own item after a page reload."""
+        q = sa.select(queue).where(queue.c.state == _LEASED, queue.c.lease_expires_at > self.db.now_iso())
+        if reviewer is not None:
+            q = q.where(queue.c.lease_reviewer == check_reviewer(reviewer))
+        return self.db.rows(q.order_by(queue.c.lease_expires_at))

@@ -49,10 +49,14 @@ class GuardrailReport:
 
 def run_guardrails(decoded: DecodedImage, detector: "Detector | None" = None, *,
                    model_input_size: tuple[int, int] | None = None) -> GuardrailReport:
-    """Faces (scored by ``detector`` when given), quality and metadata for one decoded image."""
+    """Faces (scored by ``detector`` when given), quality and metadata for one decoded image.
+
+    ``model_input_size`` (height, width) is what the model reads; by default the detector's spec answers
+    it for this image. Without a detector there is no model input, so nothing is called upscaled.
+    """
     t0 = time.perf_counter()
-    if model_input_size is None and detector is not None and detector.spec.resize_mode == "stretch":
-        model_input_size = tuple(detector.spec.size)
+    if model_input_size is None and detector is not None:
+        model_input_size = detector.spec.input_size(decoded.width, decoded.height)
     # Re-open the original bytes (headers only) for EXIF, text chunks and JPEG tables; closed right after.
     container = Image.open(io.BytesIO(decoded.raw)) if decoded.raw else decoded.image
     try:

@@ -5,7 +5,7 @@ upscaling erase exactly those traces, so on such inputs the model's score —
 in either direction — deserves less trust, and the policy says so.
 
 This module measures; the limits that turn a measurement into "low quality"
-are the policy's and live in :mod:`core.scoring.policy` (re-exported here).
+are the policy's and live in :mod:`core.scoring.thresholds`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.scoring.policy import BLUR_THRESHOLD, LOW_JPEG_QUALITY, MIN_IMAGE_SIDE, UPSCALE_FRACTION
+from core.scoring.thresholds import BLUR_THRESHOLD, LOW_JPEG_QUALITY, MIN_IMAGE_SIDE, UPSCALE_FRACTION
 
 __all__ = ["BLUR_THRESHOLD", "LOW_JPEG_QUALITY", "MIN_IMAGE_SIDE", "UPSCALE_FRACTION", "QualityReport", "assess_quality",
            "blur_value", "blur_values", "estimate_jpeg_quality", "jpeg_tables_info"]

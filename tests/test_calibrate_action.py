@@ -1,0 +1,121 @@
+"""core.review.actions.calibrate: one door for the CLI and the Calibration page, measured out of sample,
+and guarded so a handful of labels cannot reach production."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.__main__ import main
+from core.errors import CalibrationError
+from core.model.checkpoint import load_checkpoint
+from core.model.registry import ModelRegistry
+from core.review.actions import calibrate as door
+
+from .conftest import REPO, save_random_tiny
+
+
+def _csv(n: int = 160, seed: int = 0, scale: float = 4.0) -> bytes:
+    """Over-confident logits: labels drawn with p = sigmoid(s), logits scale·s."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-s))).astype(int)
+    z = scale * s
+    rows = ["logit,label"] + [f"{a:.6f},{'fake' if b else 'real'}" for a, b in zip(z, y)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+@pytest.fixture()
+def model(tmp_path):
+    return save_random_tiny(tmp_path / "tiny.pt")
+
+
+def test_cli_and_dashboard_give_the_same_fit_for_the_same_csv(tmp_path, model, monkeypatch, capsys):
+    csv_bytes = _csv()
+    path = tmp_path / "scores.csv"
+    path.write_bytes(csv_bytes)
+    assert main(["calibrate", "--model", str(model), "--data", str(path), "--method", "platt",
+                 "--out", str(tmp_path / "cli.pt"), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LADEDA_MODEL", str(model))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
+    at.text_input(key="reviewer_name_input").input("ana")
+    at.button[0].click()
+    at.run()
+    at.switch_page("views/calibration.py")
+    at.run()
+    at.radio(key="cal-source").set_value("Uploaded CSV (logit, label)")
+    at.run()
+    at.file_uploader(key="cal-csv").set_value(("scores.csv", csv_bytes, "text/csv"))
+    at.run()
+    at.selectbox(key="cal-method").set_value("platt")
+    at.run()
+    next(b for b in at.button if b.key == "cal-fit").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.key == "cal-save-activate").click()
+    at.run()
+    version = ModelRegistry(tmp_path / "data" / "models", base=model).active().version
+    assert version is not None
+    served = load_checkpoint(ModelRegistry(tmp_path / "data" / "models", base=model).path_of(version))
+    assert served.calibration["params"] == pytest.approx(cli["params"])
+    assert served.calibration["data_sha256"] == load_checkpoint(tmp_path / "cli.pt").calibration["data_sha256"]
+    assert served.tiers["real_below"] == pytest.approx(cli["tiers"]["real_below"])
+    assert served.tiers["fake_at_or_above"] == pytest.approx(cli["tiers"]["fake_at_or_above"])
+
+
+def test_both_doors_refuse_logits_from_other_preprocessing(tmp_path, model):
+    ckpt = load_checkpoint(model)
+    bad = b"logit,label,preprocess_fingerprint\n1.0,fake,deadbeef0000\n-1.0,real,deadbeef0000\n"
+    with pytest.raises(CalibrationError, match="preprocessing deadbeef0000"):
+        door.data_from_csv(bad, ckpt, name="upload.csv")
+    (tmp_path / "bad.csv").write_bytes(bad)
+    assert main(["calibrate", "--model", str(model), "--data", str(tmp_path / "bad.csv"), "--method",
+                 "temperature", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_figures_are_out_of_sample_and_in_sample_is_optimistic(model):
+    ckpt = load_checkpoint(model)
+    fit = door.fit(door.data_from_csv(_csv(n=40, seed=3), ckpt), "platt", ckpt)
+    assert fit.folds == 5 and fit.probs_out_of_fold is not None
+    assert fit.tiers["measured_on"] == "out_of_fold"
+    from core.calibration.metrics import nll
+
+    assert fit.oos["nll"] > nll(fit.probs_in_sample, fit.data.labels)  # unseen labels are harder
+    assert fit.record["metrics_out_of_fold"]["nll"] == pytest.approx(fit.oos["nll"])
+
+
+def test_activation_is_refused_below_the_minimum_but_saving_works(tmp_path, model):
+    ckpt = load_checkpoint(model)
+    registry = ModelRegistry(tmp_path / "models", base=model)
+    data = door.data_from_csv(b"logit,label\n" + b"".join(
+        f"{v},{lab}\n".encode() for v, lab in [(2, "fake"), (1.5, "fake"), (1, "fake"), (0.5, "fake"),
+                                               (-1, "real"), (-2, "real"), (0.2, "real")]), ckpt)
+    fit = door.fit(data, "temperature", ckpt)
+    assert fit.activation_refusal and "3 real and 4 fake" in fit.activation_refusal
+    with pytest.raises(CalibrationError, match="Too few labels"):
+        door.save_version(fit, registry, created_by="ana", activate=True)
+    saved = door.save_version(fit, registry, created_by="ana", activate=False)
+    assert registry.active().version is None
+    with pytest.raises(CalibrationError, match="at least 30 of each"):
+        door.activate_version(registry, saved.id, by="ana")
+    assert registry.active().version is None
+
+
+def test_a_fit_worse_than_the_serving_calibration_needs_a_confirmation(tmp_path):
+    good = door.fit(door.data_from_csv(_csv(seed=1), load_checkpoint(save_random_tiny(tmp_path / "a.pt"))),
+                    "platt", load_checkpoint(tmp_path / "a.pt"))
+    serving = save_random_tiny(tmp_path / "served.pt", calibration=good.record, tiers=good.tiers)
+    ckpt = load_checkpoint(serving)
+    # the serving map is the true one; a step map fitted on the same labels does worse on labels it did not see
+    worse = door.fit(door.data_from_csv(_csv(seed=1), ckpt), "isotonic", ckpt)
+    assert worse.activation_refusal is None and worse.worse_than_active
+    registry = ModelRegistry(tmp_path / "models", base=serving)
+    with pytest.raises(CalibrationError, match="Confirm to activate"):
+        door.save_version(worse, registry, created_by="ana", activate=True)
+    version = door.save_version(worse, registry, created_by="ana", activate=True, confirm_worse=True)
+    assert registry.active().version.id == version.id

@@ -1,0 +1,151 @@
+"""Precision paths: the choice from CPU flags (tested for real on any CPU), the bf16 graph,
+the precision recorded with a score, and the accuracy contract on CPUs that have bf16 units."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.model.precision import (CONTRACT, PrecisionError, available_paths, choose_precision, contract_report,
+                                  cpu_flags, resolve_precision)
+from core.model.serving import ServingModel
+
+from .conftest import CORPUS, REPO, encode, make_photo, needs_corpus, save_random_tiny
+
+AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
+SPR = AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+ICELAKE = AVX2 | {"avx512f", "avx512_vnni"}  # int8 units only
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 amx_bf16 avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu avx2 amx_bf16 avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "amx_bf16", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_available_paths_follow_the_hardware():
+    assert available_paths(AVX2) == ["fp32"]
+    assert available_paths(ICELAKE) == ["int8", "fp32"]
+    assert available_paths(SPR) == ["int8", "bf16", "fp32"]
+    assert available_paths({"avx512_bf16"}) == ["bf16", "fp32"]
+
+
+def test_auto_serves_the_fastest_enabled_path_and_falls_back_to_fp32():
+    # as shipped only fp32 has met the contract: every CPU serves fp32
+    assert choose_precision(AVX2) == choose_precision(SPR) == choose_precision(ICELAKE) == "fp32"
+    # once bf16 is enabled, a CPU with bf16 units serves it and an AVX2 CPU keeps today's path
+    enabled = ("bf16", "fp32")
+    assert choose_precision(SPR, "auto", enabled=enabled) == "bf16"
+    assert choose_precision({"amx_bf16"}, None, enabled=enabled) == "bf16"
+    assert choose_precision(AVX2, "auto", enabled=enabled) == "fp32"
+    assert choose_precision(ICELAKE, "", enabled=enabled) == "fp32"  # int8 units alone: no implemented int8 path
+    # an explicit request wins: fp32 forces exactness even where bf16 is enabled
+    assert choose_precision(SPR, "fp32", enabled=enabled) == "fp32"
+    assert choose_precision(AVX2, "BF16") == "bf16"
+
+
+def test_unknown_or_unavailable_precision_is_refused_with_a_message():
+    with pytest.raises(PrecisionError, match="not a precision"):
+        choose_precision(SPR, "fp8")
+    with pytest.raises(PrecisionError, match="accuracy contract"):
+        choose_precision(SPR, "int8")
+
+
+def test_environment_variable_is_the_default_request(monkeypatch):
+    monkeypatch.setenv("LADEDA_PRECISION", "bf16")
+    assert resolve_precision() == "bf16"
+    monkeypatch.setenv("LADEDA_PRECISION", "fp32")
+    assert resolve_precision() == "fp32"
+    assert resolve_precision("bf16") == "bf16"
+
+
+def test_contract_report_measures_against_fp32():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 50 + [1] * 50)
+    z = rng.normal(size=100) + 2 * y
+    ok = contract_report(z, z + rng.normal(0, 0.005, size=100), y)
+    assert ok["meets_contract"] and ok["images"] == 100 and ok["median_abs_logit_change"] < CONTRACT.max_median_abs_logit_change
+    shifted = z.copy()
+    shifted[0] += 0.5  # one image moved beyond the max
+    bad = contract_report(z, shifted, y)
+    assert not bad["meets_contract"] and bad["max_abs_logit_change"] == pytest.approx(0.5)
+
+
+def _tiny_model(seed=0):
+    from core.model.models import build_model
+
+    torch.manual_seed(seed)
+    m = build_model("tiny", "right_diag")
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def test_bf16_graph_keeps_the_stem_in_fp32_and_stays_close_to_fp32():
+    model = _tiny_model()
+    x = torch.randn(2, 3, 48, 40)
+    fp32 = ServingModel(model, example_hw=(48, 40), precision="fp32", warmup=1)
+    bf16 = ServingModel(model, example_hw=(48, 40), precision="bf16", warmup=1)
+    a, b = fp32(x), bf16(x)
+    assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
+    assert not torch.equal(a, b)  # it really ran in lower precision
+    assert (a - b).abs().mean().item() < 0.05
+    assert (a.mean(dim=(1, 2, 3)) - b.mean(dim=(1, 2, 3))).abs().max().item() < 0.05
+    with pytest.raises(ValueError):
+        ServingModel(model, precision="int8")
+
+
+def test_score_records_the_precision_that_served(tmp_path):
+    from core.scoring.detector import Detector
+
+    ckpt = save_random_tiny(tmp_path / "tiny.pt")
+    img = encode(make_photo(64, 64))
+    exact = Detector.load(ckpt, precision="fp32").score(img)
+    assert exact.model["precision"] == "fp32" and exact.to_json()["precision"] == "fp32"
+    low = Detector.load(ckpt, precision="bf16").score(img)
+    assert low.to_json()["precision"] == "bf16"
+    assert Detector.load(ckpt, fast=False).score(img).to_json()["precision"] == "fp32"  # eager is exact
+
+
+def test_score_cli_json_carries_precision(tmp_path, monkeypatch, capsys):
+    from core.__main__ import main
+
+    ckpt = save_random_tiny(tmp_path / "tiny.pt")
+    f = tmp_path / "a.png"
+    f.write_bytes(encode(make_photo(64, 64)))
+    monkeypatch.setenv("LADEDA_PRECISION", "fp32")
+    assert main(["score", "--model", str(ckpt), "--no-guardrails", str(f)]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
+
+
+_BF16_HW = "bf16" in available_paths(cpu_flags())
+
+
+@pytest.mark.slow
+@needs_corpus
+@pytest.mark.skipif(not _BF16_HW, reason="this CPU has neither amx_bf16 nor avx512_bf16 (e.g. AVX2-only): bf16 "
+                                          "would be emulated (~6x slower than fp32), so the contract is measured "
+                                          "only where the path could be served")
+def test_bf16_meets_the_accuracy_contract_on_the_shipped_model():
+    """Gate for adding bf16 to core.model.precision.ENABLED: the shipped LaDeDa9 on ../shared/corpus/test."""
+    from core.model.checkpoint import load_checkpoint
+    from core.scoring.detector import Detector
+    from core.training.datasets import list_images
+
+    ckpt = load_checkpoint(REPO / "data" / "models" / "ladeda9.pt")
+    items = list_images(CORPUS / "test")
+    exact, low = Detector(ckpt, precision="fp32"), Detector(ckpt, precision="bf16")
+    a, b, y = [], [], []
+    for item in items:
+        x = exact.prepare(item.path).tensor
+        a.append(float(exact.patch_map(x)[0].astype(np.float64).mean()))
+        b.append(float(low.patch_map(x)[0].astype(np.float64).mean()))
+        y.append(item.label)
+    report = contract_report(a, b, y)
+    assert report["meets_contract"], report

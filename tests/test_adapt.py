@@ -84,7 +84,7 @@ def test_adapt_beats_the_active_model_and_keeps_the_patch_map_exact(scored, tmp_
     reg = ModelRegistry(tmp_path / "models", base=DEFAULT_TINY_MODEL)
     v = result.register(reg, by="alice", activate=True)
     assert reg.active().version.id == v.id and v.adapt["n_labels"] == prov["n_labels"]
-    assert load_checkpoint(reg.active_path()).provenance["ladeda_head_sha256"]
+    assert load_checkpoint(reg.active().path).provenance["ladeda_head_sha256"]
     assert reg.rollback(by="alice").version is None
 
 

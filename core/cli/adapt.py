@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from core.model.registry import ModelRegistry
 
     registry = ModelRegistry()
-    ckpt = load_checkpoint(args.model or registry.active_path())
+    ckpt = load_checkpoint(args.model or registry.active().path)
     encoder = load_encoder()
     store = open_db(args)
     try:

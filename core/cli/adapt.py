@@ -34,21 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.encoders.clip import load_encoder
-    from core.learning.adapt import adapt
-    from core.learning.basedata import resolve_base
     from core.model.checkpoint import load_checkpoint
     from core.model.registry import ModelRegistry
+    from core.review.actions.adapt import adapt_from_store
 
     registry = ModelRegistry()
     ckpt = load_checkpoint(args.model or registry.active().path)
-    encoder = load_encoder()
     store = open_db(args)
     try:
-        base = None if args.no_base_data else resolve_base(ckpt, args.base_data, encoder=encoder,
-                                                           cache=store.artifacts)
-        result = adapt(store, ckpt, base=base, min_per_class=args.min_per_class, force=args.force, by=args.by,
-                       encoder_key=encoder.key if encoder is not None else None)
+        result = adapt_from_store(store, ckpt, base_data=args.base_data, use_base=not args.no_base_data,
+                                  min_per_class=args.min_per_class, force=args.force, by=args.by)
     finally:
         store.close()
     sha = result.save(args.out)

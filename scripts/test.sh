@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r requirements.txt
+bash scripts/fetch_encoder.sh  # CLIP second opinion (optional; LaDeDa-only without it)
 # The real-browser test drives Debian's Chromium through Playwright.
 if ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

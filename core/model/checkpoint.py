@@ -62,6 +62,9 @@ class Checkpoint:
     calibration: dict[str, Any] | None = None
     tiers: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Optional learned parts on top of the network (CLIP head, fusion, its calibration
+    #: and tiers, OOD guard; see core.learning.parts). Tensors allowed, like the weights.
+    learning: dict[str, Any] | None = None
     path: Path | None = None
     sha256: str | None = None
 
@@ -105,6 +108,7 @@ class Checkpoint:
             "calibration": plain(self.calibration),
             "tiers": plain(self.tiers),
             "provenance": plain(dict(self.provenance)),
+            **({"learning": self.learning} if self.learning else {}),
         }
 
     def save(self, path: str | os.PathLike, dtype: str = "float32") -> str:
@@ -156,6 +160,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         calibration=payload.get("calibration"),
         tiers=payload.get("tiers"),
         provenance=dict(payload.get("provenance") or {}),
+        learning=payload.get("learning") or None,
         path=path,
         sha256=file_sha256(path),
     )

@@ -75,6 +75,7 @@ class ModelVersion:
     tiers: dict[str, Any] | None
     note: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)  #: before/after on the fitting data
+    adapt: dict[str, Any] = field(default_factory=dict)  #: set by ``adapt``: labels used, out-of-fold metrics
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelVersion":
@@ -105,8 +106,38 @@ def weights_key(checkpoint: Checkpoint) -> str:
 
     Versions saved by this registry carry their base's SHA-256; any other file is its own base.
     """
-    base = (checkpoint.provenance or {}).get("base_sha256")
-    return f"{base or checkpoint.sha256}:{checkpoint.spec.fingerprint()}"
+    prov = checkpoint.provenance or {}
+    key = f"{prov.get('base_sha256') or checkpoint.sha256}:{checkpoint.spec.fingerprint()}"
+    # an adapted version refits the LaDeDa head (fc): same backbone, different network
+    return key + (f":head-{prov['ladeda_head_sha256'][:12]}" if prov.get("ladeda_head_sha256") else "")
+
+
+_BACKBONE_CACHE: dict[tuple[str | None, int], str] = {}
+
+
+def backbone_key(checkpoint: Checkpoint) -> str:
+    """Identifies the backbone and preprocessing only: the key of stored pooled features.
+
+    A hash of every weight except the head (``fc``), so it survives a head refit,
+    a recalibration, or rewriting the file with extra learned parts.
+    """
+    import hashlib
+
+    cache_key = (checkpoint.sha256, id(checkpoint.state_dict))
+    with _SHA_LOCK:
+        if cache_key in _BACKBONE_CACHE:
+            return _BACKBONE_CACHE[cache_key]
+    h = hashlib.sha256()
+    for name in sorted(checkpoint.state_dict):
+        if name.startswith("fc."):
+            continue
+        t = checkpoint.state_dict[name]
+        h.update(name.encode())
+        h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
+    key = f"backbone-{h.hexdigest()[:24]}:{checkpoint.spec.fingerprint()}"
+    with _SHA_LOCK:
+        _BACKBONE_CACHE[cache_key] = key
+    return key
 
 
 def rebind(detector: Any, checkpoint: Checkpoint) -> Any:
@@ -241,14 +272,34 @@ class ModelRegistry:
 
     # -- writing ---------------------------------------------------------
     def save_version(self, *, calibration: dict[str, Any] | None, tiers: dict[str, Any] | None = None,
-                     created_by: str | None = None, note: str = "", activate: bool = False) -> ModelVersion:
+                     created_by: str | None = None, note: str = "", activate: bool = False,
+                     head: dict[str, torch.Tensor] | None = None, learning: dict[str, Any] | None = None,
+                     adapt: dict[str, Any] | None = None) -> ModelVersion:
         """Write a new version: the base's weights and spec with this calibration and these tiers.
 
         ``calibration=None`` keeps the base's own calibration; ``tiers=None``
         keeps the base's tiers (or the calibration record's ``tiers``).
+        An *adapt* update also passes ``head`` (new ``fc.weight``/``fc.bias``: the
+        backbone is untouched), ``learning`` (CLIP head, fusion, OOD guard, see
+        core.learning.parts) and ``adapt`` (its provenance and out-of-fold metrics).
         """
         base_sha = self.base_sha256()
         base = load_checkpoint(self.base)
+        head_sha = None
+        if head is not None:
+            import hashlib
+
+            if set(head) != {"fc.weight", "fc.bias"}:
+                raise CheckpointError("A head update holds exactly fc.weight and fc.bias.")
+            for k, v in head.items():
+                if tuple(v.shape) != tuple(base.state_dict[k].shape):
+                    raise CheckpointError(f"Head update {k} has shape {tuple(v.shape)}, the model needs "
+                                          f"{tuple(base.state_dict[k].shape)}.")
+            head = {k: v.detach().to(base.state_dict[k].dtype) for k, v in head.items()}
+            h = hashlib.sha256()
+            for k in sorted(head):
+                h.update(head[k].float().numpy().tobytes())
+            head_sha = h.hexdigest()
         if calibration is not None:
             from core.calibration.calibrators import validate_record
 
@@ -269,7 +320,15 @@ class ModelRegistry:
             provenance = {**(base.provenance or {}), "base_path": str(self.base), "base_sha256": base_sha,
                           "registry_version": vid, "created_at": now_iso(), "created_by": created_by,
                           "note": note}
-            ckpt = base.with_updates(calibration=cal, tiers=chosen_tiers, provenance=provenance)
+            changes: dict[str, Any] = {}
+            if head is not None:
+                provenance["ladeda_head_sha256"] = head_sha
+                changes["state_dict"] = {**base.state_dict, **head}
+            if learning is not None:
+                changes["learning"] = learning
+            if adapt is not None:
+                provenance["adapt"] = adapt
+            ckpt = base.with_updates(calibration=cal, tiers=chosen_tiers, provenance=provenance, **changes)
             sha = ckpt.save(self.root / file, dtype=dtype)
             version = ModelVersion(
                 id=vid, file=file, sha256=sha, created_at=provenance["created_at"], created_by=created_by,
@@ -278,6 +337,7 @@ class ModelRegistry:
                 tiers=chosen_tiers, note=note,
                 metrics={k: (cal or {}).get(k) for k in ("metrics_before", "metrics_after", "n", "n_real", "n_fake")
                          if (cal or {}).get(k) is not None},
+                adapt=dict(adapt or {}),
             )
             data["versions"].append(version.to_dict())
             if activate:

@@ -106,8 +106,28 @@ class MixedPrecision(nn.Module):
         return torch.einsum("nchw,oc->nohw", f, self.fc.weight) + self.fc.bias.view(1, -1, 1, 1)
 
 
+class _LogitsAndPooled(nn.Module):
+    """Patch logits and the pooled features (mean over patches of the features before ``fc``).
+
+    One pass gives both: the image logit is ``fc(pooled) + b`` exactly, so a head
+    refitted on stored pooled features applies to every patch of the same map.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.net.features(x)
+        logits = torch.einsum("nchw,oc->nohw", f, self.net.fc.weight) + self.net.fc.bias.view(1, -1, 1, 1)
+        return logits, f.mean(dim=(2, 3))
+
+
 class ServingModel:
-    """Callable: N×3×H×W float32 → N×1×H'×W' patch logits, the fast way."""
+    """Callable: N×3×H×W float32 → N×1×H'×W' patch logits, the fast way.
+
+    :meth:`with_features` also returns the N×C pooled features from the same pass.
+    """
 
     def __init__(self, model: nn.Module, example_hw: tuple[int, int] = (256, 256), jit: bool = True,
                  warmup: int = 5, precision: str = "fp32") -> None:
@@ -116,7 +136,7 @@ class ServingModel:
         folded = fold_for_inference(model)
         if precision == "bf16":
             folded = MixedPrecision(folded, torch.bfloat16).eval()
-        folded = folded.to(memory_format=torch.channels_last)
+        folded = _LogitsAndPooled(folded).eval().to(memory_format=torch.channels_last)
         self.precision = precision
         self.jit = jit
         if jit:
@@ -134,6 +154,11 @@ class ServingModel:
         else:
             self._module = folded
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N×1×H'×W' patch logits, N×C pooled features)."""
         with torch.inference_mode():
-            return self._module(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            logits, pooled = self._module(x.contiguous(memory_format=torch.channels_last))
+            return logits.contiguous(), pooled
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.with_features(x)[0]

@@ -60,6 +60,8 @@ class ScoreResult:
     timings_ms: dict[str, float]
     model: dict[str, Any]
     image: dict[str, Any]
+    #: Mean over patches of the features before ``fc`` (C floats), for refitting heads without a new pass.
+    pooled_features: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def patch_map_shape(self) -> list[int]:
@@ -185,12 +187,18 @@ class Detector:
 
     def patch_map(self, tensor: torch.Tensor) -> np.ndarray:
         """N×3×H×W → N×H'×W' patch logits (float32 numpy)."""
+        return self.forward(tensor)[0]
+
+    def forward(self, tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """N×3×H×W → (N×H'×W' patch logits, N×C pooled features), float32 numpy, one pass."""
         if self._serving is not None:
-            out = self._serving(tensor)
+            out, pooled = self._serving.with_features(tensor)
         else:
             with torch.inference_mode():
-                out = self.model(tensor)
-        return out[:, 0].float().numpy()
+                f = self.model.features(tensor)
+                out = torch.einsum("nchw,oc->nohw", f, self.model.fc.weight) + self.model.fc.bias.view(1, -1, 1, 1)
+                pooled = f.mean(dim=(2, 3))
+        return out[:, 0].float().numpy(), pooled.float().numpy()
 
     def probability(self, logits: np.ndarray | float) -> tuple[np.ndarray, bool]:
         """Calibrated probability when the checkpoint has a calibration, else sigmoid."""
@@ -215,7 +223,8 @@ class Detector:
         t1 = time.perf_counter()
         model_input = prepared if prepared is not None else self.prepare(decoded)
         t2 = time.perf_counter()
-        patch = self.patch_map(model_input.tensor)[0]
+        patch_maps, pooled_features = self.forward(model_input.tensor)
+        patch = patch_maps[0]
         t3 = time.perf_counter()
         logit = float(np.asarray(patch, dtype=np.float64).mean())
         prob, calibrated = self.probability(logit)
@@ -251,4 +260,5 @@ class Detector:
                 "bytes": decoded.file_size,
                 "model_input": list(model_input.tensor.shape[-2:]),
             },
+            pooled_features=pooled_features[0],
         )

@@ -106,8 +106,28 @@ def _quality_problems(report: "GuardrailReport") -> list[str]:
     return problems
 
 
-def decide(probability: float, tiers: dict[str, Any] | None, report: "GuardrailReport | None" = None) -> Decision:
-    """Apply the rules above; reasons are sentences an analyst can act on."""
+def ood_reason(ood: dict[str, Any]) -> str:
+    """The sentence shown when the out-of-distribution guard trips."""
+    return (f"Unlike the images this model was calibrated on (distance {ood['distance']:.2f} above "
+            f"{ood['threshold']:.2f}): on unfamiliar images its clear verdicts are often wrong.")
+
+
+def decide(probability: float, tiers: dict[str, Any] | None, report: "GuardrailReport | None" = None,
+           ood: dict[str, Any] | None = None) -> Decision:
+    """Apply the rules above; reasons are sentences an analyst can act on.
+
+    ``ood`` is the out-of-distribution guard's finding (``distance``, ``threshold``,
+    ``tripped``): when it trips there is no clear verdict, only review.
+    """
+    decision = _decide(probability, tiers, report)
+    if ood and ood.get("tripped"):
+        moved = decision.tier != "review"
+        decision.reasons.append(ood_reason(ood) + (" Sent to review." if moved else ""))
+        decision.tier = "review"
+    return decision
+
+
+def _decide(probability: float, tiers: dict[str, Any] | None, report: "GuardrailReport | None" = None) -> Decision:
     thresholds, tier_note = _valid_tiers(tiers)
     lo, hi = thresholds["real_below"], thresholds["fake_at_or_above"]
     base = base_tier(probability, thresholds)

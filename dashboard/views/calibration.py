@@ -10,7 +10,7 @@ from core.evaluation import charts
 from core.calibration import metrics
 from core.calibration import tiers as T
 from core.review.actions import calibrate as door
-from dashboard import services
+from dashboard import learning_panels, services
 
 PAGE = "calibration"
 st.title("Calibration")
@@ -154,6 +154,8 @@ if fit:
                 on_click=_save, args=(True,))
     if who is None:
         st.caption("Saving records your name: enter it in the sidebar first.")
+
+learning_panels.adapt_panel(store, registry, det, who, page=PAGE)
 
 st.subheader("Model versions")
 services.show_flashes(PAGE)

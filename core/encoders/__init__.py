@@ -1,0 +1,1 @@
+"""Frozen second-opinion encoders (CLIP ONNX) with their own preprocessing specs."""

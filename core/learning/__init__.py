@@ -1,0 +1,1 @@
+"""Learning from reviewer labels: stored features, heads, fusion, adapt, OOD guard, neighbours."""

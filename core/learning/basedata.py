@@ -1,0 +1,38 @@
+"""Where adapt's base features come from: a given folder or file, else the bundled ones.
+
+The bundled model ships its corpus-train pooled features (float16) beside it
+(``data/models/<model>.base_features.npz``), so adapt has base data on a
+fresh machine without ``../shared``. They apply only to the backbone they
+were computed with (checked by key).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.learning.features import FeatureError, FeatureSet, extract_folder, ladeda_key
+from core.paths import MODELS_DIR
+
+BUNDLED_BASE = MODELS_DIR / "ladeda9.base_features.npz"
+
+
+def resolve_base(checkpoint: Any, base_data: str | None, *, encoder: Any | None, cache: Any) -> FeatureSet | None:
+    """Base features for this checkpoint's backbone, or None when none match (adapt then pulls to current heads)."""
+    if base_data:
+        p = Path(base_data)
+        if p.is_file():
+            fs = FeatureSet.load(p)
+        elif p.is_dir():
+            from core.scoring.detector import Detector
+
+            fs = extract_folder(p, Detector(checkpoint), encoder, cache)
+        else:
+            raise FeatureError(f"--base-data {p} is neither a folder nor a features file.")
+        if fs.ladeda_key != ladeda_key(checkpoint):
+            raise FeatureError(f"{p} holds features of another backbone; they do not describe this model.")
+        return fs
+    if BUNDLED_BASE.is_file():
+        fs = FeatureSet.load(BUNDLED_BASE)
+        if fs.ladeda_key == ladeda_key(checkpoint):
+            return fs
+    return None

@@ -1,0 +1,137 @@
+"""The learned parts a checkpoint may carry on top of its network, and the served value they give.
+
+``checkpoint.learning`` holds (all optional except ``format``):
+
+- ``clip_head``: a :class:`~core.learning.heads.LinearHead` on CLIP features;
+- ``fusion``: the :class:`~core.learning.fusion.Fusion` of the two logits;
+- ``calibration`` / ``tiers``: calibration record and review tiers of the *fused* logit
+  (the checkpoint's own ``calibration``/``tiers`` stay those of LaDeDa alone, and are
+  what is served when the encoder is missing);
+- ``ood``: the :class:`~core.learning.ood.OodGuard`;
+- ``provenance``: what they were fitted on (data hashes, labels, who, when).
+
+:func:`served_value` is the one place that turns one image's LaDeDa logit and
+features into the served logit and probability, the per-part components and
+the OOD finding. Scoring, adapt's evaluation and the loop benchmark all call it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.learning.fusion import Fusion
+from core.learning.heads import LinearHead
+from core.learning.ood import OodGuard
+
+LEARNING_FORMAT = "ladeda-learning-1"
+
+
+def _sigmoid(z: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-float(z))))
+
+
+@dataclass
+class LearnedParts:
+    clip_head: LinearHead | None = None
+    fusion: Fusion | None = None
+    calibration: dict[str, Any] | None = None
+    tiers: dict[str, Any] | None = None
+    ood: OodGuard | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any) -> "LearnedParts":
+        rec = getattr(checkpoint, "learning", None) or {}
+        return cls.from_record(rec)
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "LearnedParts":
+        if not rec:
+            return cls()
+        return cls(clip_head=LinearHead.from_record(rec["clip_head"]) if rec.get("clip_head") else None,
+                   fusion=Fusion.from_record(rec["fusion"]) if rec.get("fusion") else None,
+                   calibration=rec.get("calibration"), tiers=rec.get("tiers"),
+                   ood=OodGuard.from_record(rec["ood"]) if rec.get("ood") else None,
+                   provenance=dict(rec.get("provenance") or {}))
+
+    def to_record(self) -> dict[str, Any]:
+        from core.model.checkpoint import plain
+
+        return {"format": LEARNING_FORMAT,
+                "clip_head": self.clip_head.to_record() if self.clip_head else None,
+                "fusion": self.fusion.to_record() if self.fusion else None,
+                "calibration": plain(self.calibration), "tiers": plain(self.tiers),
+                "ood": self.ood.to_record() if self.ood else None, "provenance": plain(self.provenance)}
+
+    @property
+    def fuses(self) -> bool:
+        return self.clip_head is not None and self.fusion is not None
+
+    def clip_logit(self, embedding: np.ndarray, cls_token: np.ndarray) -> float:
+        return float(self.clip_head.logits(clip_input(self.clip_head.feature, embedding, cls_token)[None])[0])
+
+
+def clip_input(feature: str, embedding: np.ndarray, cls_token: np.ndarray) -> np.ndarray:
+    """The CLIP features a head reads, by its ``feature`` name (works on one row or N rows)."""
+    if feature == "clip_embedding":
+        return np.asarray(embedding)
+    if feature == "clip_cls":
+        return np.asarray(cls_token)
+    if feature == "clip_both":
+        return np.concatenate([np.asarray(embedding), np.asarray(cls_token)], axis=-1)
+    raise ValueError(f"Unknown CLIP head feature {feature!r}")
+
+
+@dataclass
+class ServedValue:
+    """What is served for one image, and what each part said."""
+
+    logit: float
+    probability: float
+    calibrated: bool
+    used: str  #: "fused" or "ladeda"
+    tiers: dict[str, Any] | None
+    calibration_version: str | None
+    components: dict[str, Any]
+    ood: dict[str, Any] | None
+    note: str | None = None  #: why CLIP was not used, when it was not
+
+
+def _probability(record: dict[str, Any] | None, z: float) -> tuple[float, bool]:
+    if record:
+        from core.calibration.calibrators import apply_record
+
+        return float(apply_record(record, np.asarray([z]))[0]), True
+    return _sigmoid(z), False
+
+
+def served_value(checkpoint: Any, parts: LearnedParts, *, ladeda_logit: float, ladeda_probability: float,
+                 ladeda_calibrated: bool, pooled: np.ndarray | None, clip: tuple[np.ndarray, np.ndarray] | None,
+                 clip_note: str | None) -> ServedValue:
+    """Fuse when both the encoder's features and a fitted fusion exist; otherwise serve LaDeDa alone."""
+    lad = {"logit": round(float(ladeda_logit), 6), "probability": round(float(ladeda_probability), 6)}
+    note = clip_note
+    if clip is not None and not parts.fuses:
+        note = "This model has no fitted CLIP head and fusion: scored by LaDeDa alone."
+    ood = None
+    if parts.ood is not None and pooled is not None:
+        ood = parts.ood.check(pooled, clip[0] if (clip is not None and parts.fuses) else None)
+    if clip is None or not parts.fuses:
+        return ServedValue(logit=float(ladeda_logit), probability=float(ladeda_probability),
+                           calibrated=ladeda_calibrated, used="ladeda", tiers=checkpoint.tiers,
+                           calibration_version=checkpoint.calibration_version,
+                           components={"ladeda": lad, "clip": None, "fused": dict(lad), "used": "ladeda",
+                                       "clip_note": note},
+                           ood=ood, note=note)
+    zc = parts.clip_logit(*clip)
+    zf = float(parts.fusion.fuse(ladeda_logit, zc))
+    pf, cal = _probability(parts.calibration, zf)
+    comps = {"ladeda": lad, "clip": {"logit": round(zc, 6), "probability": round(_sigmoid(zc), 6)},
+             "fused": {"logit": round(zf, 6), "probability": round(pf, 6)}, "used": "fused",
+             "weights": {"ladeda": round(parts.fusion.w_ladeda, 4), "clip": round(parts.fusion.w_clip, 4),
+                         "bias": round(parts.fusion.bias, 4)}, "clip_note": None}
+    return ServedValue(logit=zf, probability=pf, calibrated=cal, used="fused",
+                       tiers=parts.tiers or checkpoint.tiers,
+                       calibration_version=(parts.calibration or {}).get("version"), components=comps, ood=ood)

@@ -1,0 +1,95 @@
+"""Heads, fusion, learned parts in the checkpoint, and the served value (LaDeDa-only when CLIP is absent)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.calibration.metrics import auc
+from core.learning.features import FeatureSet
+from core.learning.fusion import DEFAULT_PRIOR, fit_fusion
+from core.learning.heads import LinearHead, fit_logistic
+from core.learning.parts import LearnedParts, served_value
+from core.model.checkpoint import load_checkpoint
+from core.paths import DEFAULT_TINY_MODEL
+
+
+def _data(rng, n=300, dim=10):
+    x = rng.normal(size=(n, dim))
+    y = (x[:, 0] - 0.5 * x[:, 1] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    return x, y
+
+
+def test_logistic_head_learns_and_raw_weights_match():
+    rng = np.random.default_rng(0)
+    x, y = _data(rng)
+    head = fit_logistic(x, y, l2=1e-3)
+    assert auc(head.logits(x), y) > 0.9
+    w, b = head.raw()
+    np.testing.assert_allclose(x @ w + b, head.logits(x), rtol=1e-9, atol=1e-9)
+    back = LinearHead.from_record(head.to_record())
+    np.testing.assert_allclose(back.logits(x), head.logits(x), atol=1e-3)
+
+
+def test_prior_pulls_a_small_fit_toward_the_current_head():
+    rng = np.random.default_rng(1)
+    x, y = _data(rng, n=400)
+    current = fit_logistic(x, y, l2=1e-3)
+    few = rng.choice(400, 12, replace=False)
+    yy = 1 - y[few]  # a few contradicting labels
+    free = fit_logistic(x[few], yy, l2=1e-3, prior=None, mean=current.mean, scale=current.scale)
+    nudged = fit_logistic(x[few], yy, l2=1.0, prior=current)
+    d_free = np.linalg.norm(free.weight - current.weight)
+    d_nudged = np.linalg.norm(nudged.weight - current.weight)
+    assert d_nudged < 0.5 * d_free
+    assert auc(nudged.logits(x), y) > 0.8  # still the current model, only nudged
+
+
+def test_fusion_stays_near_prior_with_few_rows_and_moves_with_many():
+    rng = np.random.default_rng(2)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    zl = 3.0 * (2 * y - 1) + rng.normal(size=n)  # LaDeDa strong on this data
+    zc = rng.normal(size=n)  # CLIP useless here
+    few = fit_fusion(zl[:10], zc[:10], y[:10])
+    many = fit_fusion(zl, zc, y)
+    assert abs(few.w_ladeda - DEFAULT_PRIOR["w_ladeda"]) < abs(many.w_ladeda - DEFAULT_PRIOR["w_ladeda"])
+    assert many.w_ladeda > 1.0 and many.w_ladeda > many.w_clip
+
+
+def test_learning_record_survives_the_checkpoint_file(tmp_path):
+    rng = np.random.default_rng(3)
+    ck = load_checkpoint(DEFAULT_TINY_MODEL)
+    emb, cls_ = rng.normal(size=(40, 512)), rng.normal(size=(40, 768))
+    y = (cls_[:, 0] > 0).astype(int)
+    head = fit_logistic(cls_, y, l2=0.1, feature="clip_cls")
+    fusion = fit_fusion(rng.normal(size=40), head.logits(cls_), y)
+    parts = LearnedParts(clip_head=head, fusion=fusion, tiers={"real_below": 0.3, "fake_at_or_above": 0.7})
+    ck.learning = parts.to_record()
+    ck.save(tmp_path / "m.pt")
+    again = LearnedParts.from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    assert again.fuses
+    np.testing.assert_allclose(again.clip_head.logits(cls_), head.logits(cls_), atol=1e-3)
+    v = served_value(ck, again, ladeda_logit=0.4, ladeda_probability=0.6, ladeda_calibrated=True,
+                     pooled=None, clip=(emb[0], cls_[0]), clip_note=None)
+    assert v.used == "fused" and v.components["clip"] is not None
+    expected = fusion.w_ladeda * 0.4 + fusion.w_clip * head.logits(cls_[:1])[0] + fusion.bias
+    assert abs(v.logit - expected) < 1e-3 and v.components["fused"]["logit"] == round(v.logit, 6)
+    # no encoder: LaDeDa alone, and it says why
+    alone = served_value(ck, again, ladeda_logit=0.4, ladeda_probability=0.6, ladeda_calibrated=True,
+                         pooled=None, clip=None, clip_note="CLIP encoder not installed: scored by LaDeDa alone.")
+    assert alone.used == "ladeda" and alone.components["clip"] is None
+    assert alone.logit == 0.4 and "LaDeDa alone" in alone.note
+
+
+def test_feature_set_file_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    fs = FeatureSet(sha256=[f"{i:064x}" for i in range(5)], labels=np.array([0, 1, 0, 1, 1]),
+                    ladeda=rng.normal(size=(5, 2048)).astype(np.float32),
+                    clip_embedding=rng.normal(size=(5, 512)).astype(np.float32),
+                    clip_cls=rng.normal(size=(5, 768)).astype(np.float32), groups=list("abcde"),
+                    data_hash="d" * 64, ladeda_key="k", clip_key="c")
+    fs.save(tmp_path / "f.npz")
+    back = FeatureSet.load(tmp_path / "f.npz")
+    assert back.sha256 == fs.sha256 and back.ladeda_key == "k" and back.clip_key == "c"
+    np.testing.assert_allclose(back.ladeda, fs.ladeda, atol=1e-2 * np.abs(fs.ladeda).max())
+    assert back.labels.tolist() == fs.labels.tolist() and torch is not None

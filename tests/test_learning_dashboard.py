@@ -1,0 +1,79 @@
+"""The Model (Calibration) page adapts on reviewer labels through the same door as `core adapt`, and
+Inspect-style panels list similar reviewed items with duplicates first (AppTest, real store, real Tiny)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from core.model.registry import ModelRegistry
+from core.paths import DEFAULT_TINY_MODEL
+from core.review.store import ReviewStore
+from core.scoring.analysis import analyse, record_analysis
+from core.scoring.detector import Detector
+
+from .conftest import REPO
+from .test_adapt import N_PER_CLASS, _image, _label
+
+
+def test_adapt_panel_fits_reports_out_of_fold_and_saves_a_version(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    model = tmp_path / "tiny.pt"
+    shutil.copy(DEFAULT_TINY_MODEL, model)
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("LADEDA_MODEL", str(model))
+    det = Detector.load(model, fast=False)
+    rng = np.random.default_rng(0)
+    with ReviewStore(data_dir / "review.sqlite") as store:
+        rows = []
+        for i in range(2 * N_PER_CLASS):
+            a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
+            record_analysis(store, a, name=f"i{i}.png", uploader="t")
+            rows.append((a.score.sha256, a.score.logit))
+        _label(store, rows, N_PER_CLASS, np.random.default_rng(1))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300).run()
+    at.text_input(key="reviewer_name_input").input("ana")
+    at.button[0].click()
+    at.run()
+    at.switch_page("views/calibration.py")
+    at.run()
+    next(b for b in at.button if b.key == "adapt-fit").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    cv = next(d.value for d in at.dataframe if "review_share" in d.value.columns)
+    assert list(cv["model"]) == ["before", "after"] and cv["auc"].iloc[1] > cv["auc"].iloc[0]
+    next(b for b in at.button if b.key == "adapt-save").click()
+    at.run()
+    versions = ModelRegistry(data_dir / "models", base=model).versions()
+    assert len(versions) == 1 and "adapt" in versions[0].note
+
+
+def test_similar_items_panel_flags_a_labelled_copy(tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    data_dir = tmp_path / "data"
+    det = Detector.load(DEFAULT_TINY_MODEL, fast=False)
+    rng = np.random.default_rng(3)
+    original = _image(rng, 0)
+    with ReviewStore(data_dir / "review.sqlite") as store:
+        a = analyse(det, original, name="seen.png", guardrails=False, encoder=None)
+        record_analysis(store, a, name="seen.png", uploader="t")
+        store.label(a.score.sha256, "fake", "ana")
+    # a re-encoded copy of the labelled image, as a new upload would bring it
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(original)).convert("RGB").save(buf, "JPEG", quality=85)
+    script = f'''
+import io
+from PIL import Image
+from core.review.store import ReviewStore
+from dashboard import learning_panels
+store = ReviewStore({str(data_dir / "review.sqlite")!r})
+learning_panels.similar_items_panel(store, "{'0' * 64}", Image.open(io.BytesIO({buf.getvalue()!r})), key="t")
+'''
+    at = AppTest.from_string(script, default_timeout=120).run()
+    assert not at.exception
+    assert any("re-encoded copy of it, was judged before" in w.value and "near duplicate labelled fake by ana"
+               in w.value for w in at.warning)

@@ -622,7 +622,7 @@ def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, mo
     from core.scoring.detector import Detector
 
     passes = {"n": 0}
-    real = Detector.patch_map
+    real = Detector.forward
 
     def counted(self, tensor):
         passes["n"] += 1
@@ -632,7 +632,7 @@ def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, mo
     _login(at, "ana")
     at.switch_page("views/review.py")
     _ok(at.run())
-    monkeypatch.setattr(Detector, "patch_map", counted)
+    monkeypatch.setattr(Detector, "forward", counted)
     _button(at, "review-claim").click()
     _ok(at.run())
     assert passes["n"] == 0

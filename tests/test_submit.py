@@ -72,13 +72,13 @@ def test_reupload_is_answered_from_the_store_without_a_model_pass(det, store, mo
     data = _png(2)
     first = submit_mod.submit(det, data, "a.png", store, "ana")
     passes = {"n": 0}
-    real = Detector.patch_map
+    real = Detector.forward
 
     def counted(self, tensor):
         passes["n"] += 1
         return real(self, tensor)
 
-    monkeypatch.setattr(Detector, "patch_map", counted)
+    monkeypatch.setattr(Detector, "forward", counted)
     again = submit_mod.submit(det, data, "a-again.png", store, "bob")
     assert again.reused and passes["n"] == 0
     assert again.evidence.tier == first.evidence.tier and again.evidence.probability == first.evidence.probability

@@ -14,7 +14,7 @@ import time
 import streamlit as st
 
 from core.review.actions import decide, submit as submit_mod
-from dashboard import services, widgets
+from dashboard import forensics_panels, learning_panels, services, widgets
 
 PAGE = "inspect"
 STATE = "inspect-current"  # {"file_id", "model", "sub"}
@@ -85,7 +85,8 @@ if sub.pending:  # second pass: guardrails, final tier, record, store the eviden
 sha = sub.sha256
 _fx = st.session_state.setdefault("inspect-forensics-extras", {}).setdefault(sha, {})
 subject = widgets.forensics_subject(sub.evidence, sub.decoded, sub.analysis, extras=_fx)
-from dashboard import forensics_panels; forensics_panels.verdict_extras(subject, det, store, who, key="inspect")  # noqa: E402,E702
+forensics_panels.verdict_extras(subject, det, store, who, key="inspect")
+learning_panels.similar_items_panel(store, sha, sub.decoded.image, key="inspect")
 
 
 def _send_to_review(sha: str) -> None:
@@ -114,6 +115,10 @@ with right:
             item = store.item(sha)
             state = (item.get("queue") or {}).get("state")
             label = item.get("current_label")
+            if item.get("agreement_state") in ("pending_second", "pending_adjudication") \
+                    and not any(e.get("reviewer") == who.name for e in item.get("label_events") or []):
+                label = None  # blind double review: a possible next reviewer must not see earlier labels
+                state = f"{state}, waiting for an independent {item.get('review_stage')} review"
             st.caption(f"Review state: {state or 'not queued'}"
                        + (f" · labelled {label['label']} by {label['reviewer']}" if label else ""))
             st.button("Send to review", key="inspect-send", on_click=_send_to_review, args=(sha,),

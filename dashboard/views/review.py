@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.imageio import decode_image
 from core.review.actions import decide, submit as submit_mod
-from dashboard import services, widgets
+from dashboard import forensics_panels, learning_panels, services, widgets
 
 PAGE = "review"
 KEY = "review_current"  # {"sha": ..., "claimed_at": epoch seconds}
@@ -210,6 +210,15 @@ render_ms = (time.perf_counter() - t0) * 1e3
 with head.container(key="review-item-head"):
     st.subheader(item["name"])
     st.caption(f"SHA-256 `{sha}` · queued because: {queue.get('reason') or '—'} · uploaded {item['uploaded_at']}")
+    stage = queue.get("stage") or "first"
+    if stage == "second":
+        st.info("Blind second review: another reviewer labelled this item; decide on your own, their label "
+                "is hidden until you have.", icon=":material/visibility_off:")
+    elif stage == "adjudication":
+        earlier = [e for e in item.get("label_events") or [] if e.get("kind") == "label"]
+        st.warning("Adjudication: the first two reviewers disagreed — " + "; ".join(
+            f"{e['reviewer']} said {e['label']}" + (f" ({e['note']})" if e.get("note") else "") for e in earlier[-2:])
+            + ". Your label is final.", icon=":material/gavel:")
 with actions_slot.container(border=True, key="review-actions"):
     lease_box(sha, who.name)
     widgets.label_controls(key=f"review-{sha[:12]}", on_label=_label, args=(sha,), shortcuts=True,
@@ -222,7 +231,8 @@ if ev is not None:
             _fx.clear()
             _fx["sha"] = sha
         subject = widgets.forensics_subject(ev, decoded, extras=_fx)
-        from dashboard import forensics_panels; forensics_panels.verdict_extras(subject, det, store, who, key="review")  # noqa: E402,E702
+        forensics_panels.verdict_extras(subject, det, store, who, key="review")
+        learning_panels.similar_items_panel(store, sha, decoded.image, key="review")
     widgets.details(ev, image, key="review", render_ms=render_ms)
 with st.container(key=f"review-evidence-done-{sha[:12]}"):  # marker for the browser benchmark
     st.caption(f"Evidence of {item['name']} shown.")

@@ -9,7 +9,6 @@ the reviewer back on the undone item and returns anything claimed meanwhile
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,11 +69,6 @@ def _state(store: "ReviewStore", sha256: str) -> str | None:
     return ((store.item(sha256) or {}).get("queue") or {}).get("state")
 
 
-def _supported(fn: Any, **kwargs: Any) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
 def holds(store: "ReviewStore", sha256: str, reviewer: str) -> bool:
     """True when ``reviewer`` holds the lease on ``sha256`` now."""
     q = (store.item(sha256) or {}).get("queue") or {}
@@ -102,7 +96,7 @@ def label(store: "ReviewStore", sha256: str, value: str, reviewer: str, *, note:
     kwargs = {"note": note or None}
     if seconds_spent is not None:
         kwargs["seconds_spent"] = seconds_spent
-    kwargs.update(_supported(store.label, authenticated=authenticated))
+    kwargs["authenticated"] = authenticated
     store.label(sha256, value, reviewer, **kwargs)
     return Outcome("label", sha256, name=_name(store, sha256), label=value, queue_state=_state(store, sha256))
 

@@ -21,7 +21,6 @@ anyway, and a caller can show the analyst its place in the line.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import threading
 import time
 from collections import deque
@@ -142,18 +141,10 @@ def _gradcam_facts(detector: "Detector") -> tuple[float | None, str | None]:
     return float(model.fc.bias.detach().reshape(-1)[0]), explain.target_layer(model)[0]
 
 
-def _supported(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """The keyword arguments ``fn`` accepts (store methods gain optional ones over time)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
 def _provisional(detector: "Detector", decoded: "DecodedImage", prepared: "ModelInput", name: str) -> "Analysis":
     from core.scoring.analysis import analyse
 
-    return analyse(detector, decoded, name=name, guardrails=False, **_supported(analyse, prepared=prepared))
+    return analyse(detector, decoded, name=name, guardrails=False, prepared=prepared)
 
 
 def _with_guardrails(detector: "Detector", analysis: "Analysis") -> "Analysis":
@@ -269,7 +260,7 @@ def finish(detector: "Detector", sub: Submission, store: "ReviewStore | None" = 
         preprocess_fingerprint=s.model["preprocess_fingerprint"], calibration_version=s.model["calibration_version"],
         logit=ev.logit, probability=ev.probability, tier=ev.tier, reasons=ev.reasons,
         guardrails=ev.guardrails or {}, timings=ev.timings_ms, auto_queue=auto_queue,
-        **_supported(store.record_scoring, precision=getattr(detector, "precision", None)))
+        precision=getattr(detector, "precision", None))
     _save(store, ev)
     return dataclasses.replace(out, scoring_id=scoring_id, queue_state=_queue_state(store, sub.sha256))
 
@@ -323,8 +314,7 @@ def rescore(detector: "Detector", store: "ReviewStore", sha256: str, *, uploader
 
 def _add_upload(store: "ReviewStore", decoded: "DecodedImage", name: str, uploader: str | None,
                 authenticated: bool) -> None:
-    store.add_item(decoded.raw, name=name, uploader=uploader,
-                   **_supported(store.add_item, sha256=decoded.sha256, authenticated=authenticated))
+    store.add_item(decoded.raw, name=name, uploader=uploader, sha256=decoded.sha256)
 
 
 def _queue_state(store: "ReviewStore", sha256: str) -> str | None:

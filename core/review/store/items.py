@@ -103,10 +103,11 @@ class ItemsOwner:
         self.db, self.blobs, self.privacy_mode = db, blobs, privacy_mode
 
     # -- writes ----------------------------------------------------------
-    def add(self, data: bytes, *, name: str, uploader: str | None = None) -> str:
+    def add(self, data: bytes, *, name: str, uploader: str | None = None, sha256: str | None = None) -> str:
         """Store the bytes (or only a thumbnail in privacy mode) and return their SHA-256.
 
-        Idempotent by hash: a repeat upload adds an upload row, never a second item.
+        Idempotent by hash: a repeat upload adds an upload row, never a second item. ``sha256`` is the
+        caller's digest of these very bytes (an upload is hashed once, when it is decoded).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError("add_item needs the file's bytes.")
@@ -115,7 +116,7 @@ class ItemsOwner:
             raise StoreError(f"{name or 'The upload'} is empty (0 bytes); nothing was stored.")
         name = clean_name(name)
         uploader = (uploader or "").strip() or None
-        sha = sha256_bytes(data)
+        sha = check_sha256(sha256) if sha256 is not None else sha256_bytes(data)
         # Bytes go to disk before the row that points at them (an orphan file is harmless).
         if self.privacy_mode:
             storage = "thumbnail" if self.blobs.put_thumbnail(sha, data) else "none"

@@ -159,9 +159,11 @@ class ReviewStore:
         return f"ReviewStore({self.url!r}, privacy_mode={self.privacy_mode})"
 
     # -- items and scorings ----------------------------------------------------
-    def add_item(self, data: bytes, *, name: str, uploader: str | None = None) -> str:
-        """Store the bytes (or only a thumbnail in privacy mode) and return their SHA-256 (idempotent)."""
-        return self.items.add(data, name=name, uploader=uploader)
+    def add_item(self, data: bytes, *, name: str, uploader: str | None = None, sha256: str | None = None) -> str:
+        """Store the bytes (or only a thumbnail in privacy mode) and return their SHA-256 (idempotent).
+
+        ``sha256``: the digest the caller already computed of these bytes (so an upload is hashed once)."""
+        return self.items.add(data, name=name, uploader=uploader, sha256=sha256)
 
     def record_scoring(self, sha256: str, *, model_sha256: str | None, model_label: str | None = None,
                        preprocess_fingerprint: str | None = None, calibration_version: str | None = None,

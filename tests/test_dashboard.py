@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import json
 
 import numpy as np
 import pytest
@@ -612,6 +611,19 @@ def _shown_sha(at: AppTest) -> str:
     return caps[0].rsplit("`", 2)[-2]
 
 
+def _claimed_in_review(env, tiny_model, n: int = 2):
+    """A queue of n submitted items, ana signed in on Review with the first item claimed."""
+    store, shas = _submit_queue(env, tiny_model, n=n)
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    _ok(at.run())
+    first = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    return store, shas, at, first
+
+
 def _decision_shas(at: AppTest) -> set[str]:
     return {b.key.split("-")[1] for b in at.button if b.key and b.key.startswith("review-")
             and b.key.rsplit("-", 1)[-1] in ("real", "fake", "unsure", "skip")}
@@ -667,14 +679,7 @@ def test_review_buttons_belong_to_the_item_whose_evidence_is_shown(env, tiny_mod
 
 
 def test_a_stale_click_cannot_label_another_item(env, tiny_model):
-    store, shas = _submit_queue(env, tiny_model, n=2)
-    at = _ok(_app().run())
-    _login(at, "ana")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
-    first = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    store, shas, at, first = _claimed_in_review(env, tiny_model, n=2)
     store.release(first, "ana")  # e.g. the lease was released in another tab
     store.claim_next("zed")  # and someone else holds it now
     _button(at, f"review-{first[:12]}-real").click()
@@ -685,14 +690,7 @@ def test_a_stale_click_cannot_label_another_item(env, tiny_model):
 
 
 def test_undo_returns_the_auto_claimed_item_and_shows_names_and_thumbnails(env, tiny_model):
-    store, shas = _submit_queue(env, tiny_model, n=2)
-    at = _ok(_app().run())
-    _login(at, "ana")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
-    first = [s for s in shas if s.startswith(_shown_sha(at))][0]
+    store, shas, at, first = _claimed_in_review(env, tiny_model, n=2)
     _button(at, f"review-{first[:12]}-real").click()
     _ok(at.run())
     second = [s for s in shas if s.startswith(_shown_sha(at))][0]

@@ -119,14 +119,14 @@ def test_undo_returns_the_item_to_the_stage_it_was_labelled_at(open_store):
 def _reviewer(target: str, image_dir: str, name: str, seed: int, deadline: float) -> None:
     rng = random.Random(seed)
     with ReviewStore(target, image_dir=image_dir, second_review_share=1.0) as store:
-        idle = 0
-        while time.time() < deadline and idle < 8:
+        while time.time() < deadline:
             item = store.claim_next(name)
-            if item is None:
-                idle += 1
+            if item is None:  # nothing this reviewer may take now: done once nobody has anything left
+                stats = store.queue_stats()
+                if stats["queued"] == 0 and stats["leased"] == 0:
+                    return
                 time.sleep(0.05)
                 continue
-            idle = 0
             store.label(item["sha256"], rng.choice(["real", "fake"]), name)
 
 
@@ -137,13 +137,13 @@ def test_four_reviewer_processes_double_review_every_item(new_db, tmp_path):
     with ReviewStore(target, image_dir=tmp_path / "images", second_review_share=1.0) as store:
         shas = [_item(store, 100 + i, p=0.3 + 0.4 * i / n) for i in range(n)]
     ctx = mp.get_context("spawn")
-    deadline = time.time() + 120
+    deadline = time.time() + 240
     procs = [ctx.Process(target=_reviewer, args=(str(target), str(tmp_path / "images"), f"r{i}", i, deadline))
              for i in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(180)
+        p.join(300)
         assert p.exitcode == 0
     with ReviewStore(target, image_dir=tmp_path / "images", second_review_share=1.0) as store:
         assert store.queue_stats()["queued"] == 0 and store.queue_stats()["leased"] == 0

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if not passed:
             return exit_code(len(args.files), failures)
 
+        from core.review.actions.submit import submit
         from core.scoring.analysis import analyse, record_analysis
         from core.scoring.detector import Detector
 
@@ -78,11 +79,19 @@ def run(args: argparse.Namespace) -> int:
         show = len(passed) > 1 and not args.no_progress
         for f in tqdm(passed, desc="scoring", unit="img", disable=not show, file=sys.stderr):
             try:
-                analysis = analyse(detector, f, name=str(f), guardrails=not args.no_guardrails, top_k=args.top_k)
-                line = analysis.to_json()
-                if store is not None:
-                    line["scoring_id"] = record_analysis(store, analysis, name=str(f), uploader=args.uploader)
-                    line["queued"] = store.item(analysis.score.sha256).get("queue_state")
+                if store is not None and not args.no_guardrails:
+                    # the dashboard's door: recorded with its evidence, so Review shows it without a model pass
+                    sub = submit(detector, _read(f), str(f), store, uploader=args.uploader, rescore=True,
+                                 top_k=args.top_k)
+                    line = sub.analysis.to_json()
+                    line["scoring_id"], line["queued"] = sub.scoring_id, sub.queue_state
+                else:
+                    analysis = analyse(detector, f, name=str(f), guardrails=not args.no_guardrails,
+                                       top_k=args.top_k)
+                    line = analysis.to_json()
+                    if store is not None:
+                        line["scoring_id"] = record_analysis(store, analysis, name=str(f), uploader=args.uploader)
+                        line["queued"] = store.item(analysis.score.sha256).get("queue_state")
             except DetectorError as exc:
                 failures += 1
                 line = {"file": str(f), "error": str(exc)}
@@ -91,3 +100,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+
+
+def _read(path: str) -> bytes:
+    from core.errors import ImageDecodeError
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ImageDecodeError(f"Cannot read {path}: {exc.strerror or exc}.") from None

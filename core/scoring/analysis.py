@@ -130,7 +130,7 @@ def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str
 def record_analysis(store: "ReviewStore", analysis: Analysis, *, name: str, uploader: str | None,
                     auto_queue: bool = True) -> int:
     """Store the image bytes (deduplicated by hash) and append this scoring; review-tier items get queued."""
-    sha = store.add_item(analysis.decoded.raw, name=name, uploader=uploader)
+    sha = store.add_item(analysis.decoded.raw, name=name, uploader=uploader, sha256=analysis.decoded.sha256)
     s = analysis.score
     scoring_id = store.record_scoring(
         sha,

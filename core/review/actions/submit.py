@@ -253,14 +253,10 @@ def finish(detector: "Detector", sub: Submission, store: "ReviewStore | None" = 
     out = dataclasses.replace(sub, analysis=analysis, evidence=ev, pending=False)
     if store is None:
         return out
-    _add_upload(store, analysis.decoded, sub.name, uploader, authenticated)
-    s = analysis.score
-    scoring_id = store.record_scoring(
-        sub.sha256, model_sha256=s.model["sha256"], model_label=s.model["label"],
-        preprocess_fingerprint=s.model["preprocess_fingerprint"], calibration_version=s.model["calibration_version"],
-        logit=ev.logit, probability=ev.probability, tier=ev.tier, reasons=ev.reasons,
-        guardrails=ev.guardrails or {}, timings=ev.timings_ms, auto_queue=auto_queue,
-        precision=getattr(detector, "precision", None))
+    from core.scoring.analysis import record_analysis
+
+    # the one recorder of a scoring (CLI, batch and dashboard alike): bytes, scoring, features
+    scoring_id = record_analysis(store, analysis, name=sub.name, uploader=uploader, auto_queue=auto_queue)
     _save(store, ev)
     return dataclasses.replace(out, scoring_id=scoring_id, queue_state=_queue_state(store, sub.sha256))
 

@@ -174,7 +174,9 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
                                         opacity=float(opacity))
         caption = (f"Patch logits over the image ({h}×{w} patches"
                    + (f", shown as means of {COARSE_BLOCK}×{COARSE_BLOCK} blocks" if coarse else "")
-                   + "; the image logit is their mean)")
+                   + "; LaDeDa's image logit is their mean"
+                   + ("; the verdict also weighs the CLIP second opinion)" if (ev.extra.get("components") or {}).get("clip")
+                      else ")"))
         alt = "patch heatmap"
     elif view == "GradCAM":
         got = _gradcam_grid(ev)

@@ -95,13 +95,16 @@ def test_inspect_layers_reliability_and_report(data_dir, monkeypatch, tmp_path, 
     monkeypatch.setenv("LADEDA_MODEL", str(save_random_tiny(tmp_path / "tiny.pt", seed=1)))
     at = _login(_run(AppTest.from_file(APP, default_timeout=TIMEOUT)))
     _upload(at, "photo.png", photo)
-    layer = at.get("button_group")[0]
+    def layer_control():  # the forensic layer switch (the image view has its own Heatmap/GradCAM/Plain switch)
+        return next(b for b in at.get("button_group") if b.key == "inspect-layer")
+
+    layer = layer_control()
     for choice, title, says in (("Error level (ELA)", "Error level analysis (JPEG q90", "compression history"),
                                 ("Noise residual", "Noise residual", "sensor noise"),
                                 ("Model input", "Model input: right_diag at 256×256", "What the model reads")):
         layer.set_value(choice)
         _run(at)
-        layer = at.get("button_group")[0]
+        layer = layer_control()
         text = _texts(at)
         assert title in text and says in text and "How it misleads." in text, choice
     at.button(key="inspect-report").click()

@@ -11,6 +11,9 @@ from core.paths import DEFAULT_MODEL, DEFAULT_TINY_MODEL, default_model_path
 
 from .conftest import PARITY, encode, make_photo
 
+#: The shipped models scored end to end: part of the full suite, not the quick subset.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("path,label,dtype", [(DEFAULT_MODEL, "LaDeDa9", torch.float16),
                                               (DEFAULT_TINY_MODEL, "Tiny-LaDeDa", torch.float32)])

@@ -20,6 +20,9 @@ from core.training.train import TrainConfig, train
 from .conftest import encode, make_photo, save_random_tiny
 from .test_train import _fake_like
 
+#: End-to-end runs on real models and both databases: part of the full suite, not the quick subset.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

@@ -76,6 +76,7 @@ def test_fitted_teacher_separates_a_trace_and_is_mean_pooled(tmp_path, dataset):
         PatchTeacher.load(tmp_path / "bad.pt")
 
 
+@pytest.mark.slow
 def test_training_regresses_the_teacher_patch_map(tmp_path, dataset):
     spec = PreprocessSpec(input_representation="NPR", resize_mode="none")
     train_images, _ = load_cached(dataset / "train", spec, progress=False)

@@ -1,6 +1,9 @@
 """Every rule of the tier policy, on constructed guardrail reports."""
 from __future__ import annotations
 
+import pytest
+
+from core.scoring import policy
 from core.scoring.guardrails import GuardrailReport
 from core.scoring.guardrails.faces import Face
 from core.scoring.guardrails.metadata import MetadataReport
@@ -132,3 +135,31 @@ def test_thresholds_live_in_the_policy_module():
     assert quality.LOW_JPEG_QUALITY is policy.LOW_JPEG_QUALITY
     assert quality.UPSCALE_FRACTION is policy.UPSCALE_FRACTION
     assert report(jpeg=policy.LOW_JPEG_QUALITY - 1).quality.low_jpeg_quality
+
+
+def _fused(p_ladeda: float, p_clip: float) -> dict:
+    return {"used": "fused", "ladeda": {"logit": 0.0, "probability": p_ladeda},
+            "clip": {"logit": 0.0, "probability": p_clip}, "fused": {"logit": 0.0, "probability": 0.5}}
+
+
+@pytest.mark.parametrize("p, p_ladeda, p_clip, tier", [
+    (0.95, 0.90, 0.80, "fake"),    # both parts agree: the clear verdict stands
+    (0.95, 0.30, 0.90, "review"),  # LaDeDa says real: not clearly fake
+    (0.95, 0.90, 0.40, "review"),  # CLIP says real
+    (0.05, 0.10, 0.20, "real"),
+    (0.05, 0.10, 0.70, "review"),  # CLIP says fake: not clearly real
+    (0.05, 0.60, 0.20, "review"),
+    (0.50, 0.90, 0.10, "review"),  # already review: stays, without the disagreement sentence
+])
+def test_two_parts_that_disagree_give_no_clear_verdict(p, p_ladeda, p_clip, tier):
+    d = policy.decide(p, TIERS, components=_fused(p_ladeda, p_clip))
+    assert d.tier == tier
+    said = any("disagree" in r for r in d.reasons)
+    assert said == (d.base_tier != "review" and tier == "review")
+
+
+def test_disagreement_needs_a_fused_value():
+    lad_only = {"used": "ladeda", "ladeda": {"probability": 0.3}, "clip": None}
+    assert policy.decide(0.95, TIERS, components=lad_only).tier == "fake"
+    assert not policy.parts_disagree("review", 0.1, 0.9)
+    assert not policy.parts_disagree("fake", 0.9, None)

@@ -188,3 +188,18 @@ def test_the_model_gate_reports_places_and_survives_a_waiter_that_gives_up():
     t.join(5)
     waiter.join(5)
     assert seen == [1] and not waiter.is_alive()
+
+
+def test_the_two_phase_upload_decides_like_one_phase_scoring(det, store):
+    """Inspect's verdict (submit with defer, then finish) uses the served (fused) tiers, the OOD guard and
+    the parts' agreement, exactly like ``analyse`` (``score``): one decision for the same bytes."""
+    from core.scoring.analysis import analyse
+
+    for seed in (3, 4):
+        data = encode(make_photo(320, 240, seed=seed), "JPEG", quality=92)
+        one = analyse(det, data, name=f"p{seed}.jpg")
+        sub = submit_mod.submit(det, data, f"p{seed}.jpg", store, "ana", defer=True)
+        sub = submit_mod.finish(det, sub, store, uploader="ana")
+        assert sub.evidence.tier == one.tier
+        assert sub.evidence.decision["reasons"] == one.reasons
+        assert sub.evidence.decision["thresholds"] == one.decision.thresholds

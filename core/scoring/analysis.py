@@ -10,13 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from core.scoring.detector import Detector, ScoreResult
 from core.imageio import DecodedImage, ImageSource
 from core.model.preprocess import ModelInput
 from core.scoring.guardrails import GuardrailReport, run_guardrails
-from core.scoring.policy import Decision, decide
+from core.scoring.policy import Decision, decide_served
 
 if TYPE_CHECKING:
     from core.encoders.clip import ClipFeatures
@@ -114,9 +113,7 @@ def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str
     t0 = time.perf_counter()
     report = run_guardrails(decoded, detector, model_input_size=tuple(score.image["model_input"])) if guardrails else None
     t1 = time.perf_counter()
-    decision = decide(served.probability, served.tiers, report, ood=served.ood)
-    if served.note:
-        decision.reasons.append(served.note)
+    decision = decide_served(served, report)
     t2 = time.perf_counter()
     return Analysis(decoded=decoded, score=score, guardrails=report, decision=decision,
                     timings_ms={"clip": (t0 - t_clip) * 1e3, "guardrails": (t1 - t0) * 1e3,

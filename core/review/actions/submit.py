@@ -150,14 +150,15 @@ def _provisional(detector: "Detector", decoded: "DecodedImage", prepared: "Model
 def _with_guardrails(detector: "Detector", analysis: "Analysis") -> "Analysis":
     """The provisional analysis completed: guardrails measured, the policy applied to them."""
     from core.scoring.guardrails import run_guardrails
-    from core.scoring.policy import decide
+    from core.scoring.policy import decide, decide_served
 
     t0 = time.perf_counter()
     report = run_guardrails(analysis.decoded, detector,
                             model_input_size=tuple(analysis.score.image["model_input"]))
     t1 = time.perf_counter()
-    probability = float(getattr(analysis, "probability", analysis.score.probability))
-    decision = decide(probability, detector.checkpoint.tiers, report)
+    # the same rules as one-phase scoring: the served (fused) tiers, the OOD guard, the parts' agreement
+    decision = (decide_served(analysis.served, report) if analysis.served is not None
+                else decide(analysis.score.probability, detector.checkpoint.tiers, report))
     t2 = time.perf_counter()
     timings = dict(analysis.timings_ms)
     timings.update(guardrails=(t1 - t0) * 1e3, policy=(t2 - t1) * 1e3,

@@ -13,6 +13,7 @@ repeats for LaDeDa only, CLIP only and fused.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--store", default=None,
+                    help="folder for the scored base store, kept and reused by later runs on the same --data "
+                         "(default: a temporary folder, removed at the end)")
     args = ap.parse_args(argv)
 
     from core.calibration.metrics import auc, average_precision
@@ -48,12 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     det = Detector(ckpt)
     encoder = load_encoder()
     work = Path(tempfile.mkdtemp(prefix="adapt-bench-"))
-    store = ReviewStore(work / "base" / "r.sqlite")
+    base_dir = Path(args.store) if args.store else work / "base"
+    store = ReviewStore(base_dir / "r.sqlite")
     truth: dict[str, int] = {}
-    for f, label, _ in labelled_files(args.data):
+    files = labelled_files(args.data)
+    for i, (f, label, _) in enumerate(files):
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        if args.store and store.has_scoring(sha, ckpt.sha256):  # scored by an earlier run into the kept store
+            truth[sha] = label
+            continue
         a = analyse(det, f, name=f.name, guardrails=False)
         record_analysis(store, a, name=f.name, uploader="benchmark", auto_queue=False)
         truth[a.score.sha256] = label
+        if not args.json and (i + 1) % 20 == 0:
+            print(f"scored {i + 1}/{len(files)}", file=sys.stderr, flush=True)
     store.close()
     shas = sorted(truth)
     base = resolve_base(ckpt, None, encoder=encoder, cache=None)
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         for k in ks:
             copy = work / f"r{rep}-k{k}"
-            shutil.copytree(work / "base", copy)
+            shutil.copytree(base_dir, copy)
             s = ReviewStore(copy / "r.sqlite")
             pick = set(rng.choice(len(shas), size=min(k, len(shas) - 2), replace=False).tolist()) if k else set()
             for i in sorted(pick):

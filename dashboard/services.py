@@ -225,13 +225,23 @@ def active_detector(notice: Any = None) -> ActiveDetector | None:
 
 
 def model_summary(active: ActiveDetector) -> dict[str, Any]:
+    """What the header and the sidebar say about the model: the calibration named is the one that
+    serves the verdicts (the fused LaDeDa + CLIP calibration when the encoder is installed)."""
+    from core.encoders.clip import load_encoder
+    from core.scoring.analysis import learned_parts
+
     ident = active.detector.identity
+    cal_version, cal_method = ident["calibration_version"], ident["calibration_method"]
+    parts = learned_parts(active.detector.checkpoint)
+    if parts.fuses and parts.calibration and load_encoder() is not None:
+        cal_version = parts.calibration.get("version")
+        cal_method = f"{parts.calibration.get('method')}, of the fused LaDeDa + CLIP logit"
     return {
         "label": ident["label"],
         "sha256": ident["sha256"] or "",
         "version": active.version,
-        "calibration_version": ident["calibration_version"],
-        "calibration_method": ident["calibration_method"],
+        "calibration_version": cal_version,
+        "calibration_method": cal_method,
         "preprocess_summary": ident["preprocess_summary"],
         "preprocess_fingerprint": ident["preprocess_fingerprint"],
         "path": ident["path"],

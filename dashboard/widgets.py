@@ -58,16 +58,48 @@ div[class*="-real"] button:disabled, div[class*="-fake"] button:disabled { opaci
   [class*="-verdict"] [data-testid="stColumn"] { min-width: 8rem; flex: 1 1 8rem; }
 }
 @media (max-width: 900px) {
-  section[data-testid="stSidebar"] { width: 15rem !important; min-width: 15rem !important; }
+  section[data-testid="stSidebar"][data-collapsed="false"] { width: 15rem !important; min-width: 15rem !important; }
   [data-testid="stMainBlockContainer"] { padding-left: 1rem; padding-right: 1rem; }
 }
 </style>
 """
 
 
+#: Below this window width the sidebar starts collapsed (Streamlit itself only collapses it on phones).
+NARROW_PX = 900
+_COLLAPSE_JS = """
+<script>
+(() => {
+  const win = window.parent || window;
+  const doc = win.document;
+  const collapse = (tries) => {
+    const bar = doc.querySelector('section[data-testid="stSidebar"]');
+    const btn = doc.querySelector('[data-testid="stSidebarCollapseButton"] button');
+    if (bar && bar.getAttribute('data-collapsed') === 'true') return;
+    if (bar && btn) { btn.click(); return; }
+    if (tries < 50) setTimeout(() => collapse(tries + 1), 100);
+  };
+  if (win.innerWidth < %d) collapse(0);
+  if (win.__ladedaNarrowWatch) return;  // one listener per tab: collapse when the window becomes narrow
+  win.__ladedaNarrowWatch = true;
+  let wide = win.innerWidth >= %d;
+  win.addEventListener('resize', () => {
+    const now = win.innerWidth >= %d;
+    if (wide && !now) collapse(0);
+    wide = now;
+  });
+})();
+</script>
+""" % (NARROW_PX, NARROW_PX, NARROW_PX)
+
+
 def style() -> None:
-    """The app's few style rules (button colours, wrapping at narrow widths)."""
+    """The app's few style rules (button colours, wrapping at narrow widths); on a narrow window the
+    sidebar starts collapsed, once per session, so the page keeps its width (the chevron opens it)."""
     st.html(_CSS)
+    if not st.session_state.get("_sidebar_checked"):
+        st.session_state["_sidebar_checked"] = True
+        st.html(_COLLAPSE_JS, unsafe_allow_javascript=True)
 
 
 # ---------------------------------------------------------------------------

@@ -260,10 +260,24 @@ def poolings_panel(ev: Evidence) -> None:
     ]
     for r in rows:
         r["sigmoid"] = 1 / (1 + math.exp(-max(-700.0, min(700.0, r["logit"])))) if math.isfinite(r["logit"]) else None
-    st.dataframe(rows, hide_index=True, width="stretch", column_config={
-        "pooling": st.column_config.TextColumn(width="medium"),
-        "logit": st.column_config.NumberColumn(format="%+.3f", width="small"),
-        "sigmoid": st.column_config.NumberColumn("sigmoid (uncalibrated)", format="%.3f", width="small")})
+    _table([{"pooling": r["pooling"], "logit": _num(r["logit"], "{:+.3f}"),
+             "sigmoid (uncalibrated)": _num(r["sigmoid"], "{:.3f}")} for r in rows])
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(float(v))
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    """A small static table (markdown): a few rows do not need an interactive grid, which costs the
+    browser far more to draw on every item."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(esc(r.get(c, "")) for c in cols) + " |" for r in rows]
+    st.markdown("\n".join(lines))
 
 
 def guardrail_panel(ev: Evidence, image: Image.Image | None) -> None:
@@ -286,12 +300,9 @@ def guardrail_panel(ev: Evidence, image: Image.Image | None) -> None:
                     boxes.append(explain.LabelledBox(tuple(int(v) for v in f["box"]), text, colour))
                 st.image(explain.draw_boxes(image, boxes), alt="faces", width=IMAGE_WIDTH,
                          caption=f"{len(faces)} face(s); each crop is scored on its own by the same model")
-            st.dataframe([{"face": i, "P(fake)": f.get("score"), "logit": f.get("logit"),
-                           "detection": f.get("confidence"), "found by": f.get("pass"), "box": str(tuple(f["box"]))}
-                          for i, f in enumerate(faces, 1)], hide_index=True,
-                         column_config={"P(fake)": st.column_config.NumberColumn(format="%.3f"),
-                                        "logit": st.column_config.NumberColumn(format="%+.2f"),
-                                        "detection": st.column_config.NumberColumn(format="%.2f")})
+            _table([{"face": i, "P(fake)": _num(f.get("score"), "{:.3f}"), "logit": _num(f.get("logit"), "{:+.2f}"),
+                     "detection": _num(f.get("confidence"), "{:.2f}"), "found by": f.get("pass") or "",
+                     "box": str(tuple(f["box"]))} for i, f in enumerate(faces, 1)])
         else:
             st.caption("No face found: the verdict is about the whole image.")
     with c2:
@@ -324,8 +335,7 @@ def timings_panel(ev: Evidence, render_ms: float | None = None) -> None:
         t[f"guardrails: {k}"] = v
     if render_ms is not None:
         t["shown from the store (this page)"] = render_ms
-    st.dataframe([{"step": k, "ms": float(v)} for k, v in t.items()], hide_index=True,
-                 column_config={"ms": st.column_config.NumberColumn(format="%.1f")})
+    _table([{"step": k, "ms": _num(v, "{:.1f}")} for k, v in t.items()])
 
 
 def details(ev: Evidence, image: Image.Image | None, *, key: str, render_ms: float | None = None) -> None:

@@ -1,6 +1,7 @@
 """The review → labels → adapt loop, measured: AUC/AP per number of reviewer labels k.
 
     python benchmarks/adaptation.py --data DIR [--labels 0,20,50,100] [--repeats N] [--json]
+                                    [--model M.pt] [--base-data B.npz] [--store KEEP_DIR]
 
 DIR is laid out like ``../shared/corpus/test`` (``<source>/{0_real,1_fake}/``), images
 the models never trained on. Everything is scored once into a store through the
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--base-data", default=None,
+                    help="base features (.npz) or labelled folder for adapt (default: the bundled model's, when they "
+                         "match its backbone)")
     ap.add_argument("--store", default=None,
                     help="folder for the scored base store, kept and reused by later runs on the same --data "
                          "(default: a temporary folder, removed at the end)")
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scored {i + 1}/{len(files)}", file=sys.stderr, flush=True)
     store.close()
     shas = sorted(truth)
-    base = resolve_base(ckpt, None, encoder=encoder, cache=None)
+    base = resolve_base(ckpt, args.base_data, encoder=encoder, cache=None)
     key = encoder.key if encoder is not None else None
     rng = np.random.default_rng(args.seed)
     ks = [int(k) for k in args.labels.split(",")]

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shipped:
         total["source"] = "pooled (corpus test sources, shipped parts)"
     out = {"eval": "test, shipped parts" if args.shipped else args.eval, "results": [{**r, **shares(r)} for r in rows], "pooled": {**total, **shares(total)},
-           "caveat": "the bundled LaDeDa backbone saw every corpus source in training: its AUCs flatter it"}
+           "caveat": ("the LaDeDa column is fair only when --model's backbone never saw the corpus sources "
+                      "(the bundled LaDeDa9 saw them all; the official WildRF Tiny saw none)")}
     if args.json:
         print(json.dumps(out))
         return 0

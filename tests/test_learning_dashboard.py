@@ -77,3 +77,23 @@ learning_panels.similar_items_panel(store, "{'0' * 64}", Image.open(io.BytesIO({
     assert not at.exception
     assert any("re-encoded copy of it, was judged before" in w.value and "near duplicate labelled fake by ana"
                in w.value for w in at.warning)
+
+
+def test_header_names_the_calibration_that_serves(tmp_path, monkeypatch):
+    """With the encoder installed the verdicts are the fused value's: the header names its calibration,
+    not LaDeDa's own; without the encoder, LaDeDa's."""
+    from core.encoders.clip import load_encoder
+    from core.model.checkpoint import load_checkpoint
+    from core.paths import DEFAULT_MODEL
+
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LADEDA_MODEL", str(DEFAULT_MODEL))
+    ck = load_checkpoint(DEFAULT_MODEL)
+    fused_version = ck.learning["calibration"]["version"]
+    assert fused_version != ck.calibration_version
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300).run()
+    assert not at.exception
+    header = next(c.value for c in at.caption if "preprocessing" in c.value and "reviewer" in c.value)
+    expected = fused_version if load_encoder() is not None else ck.calibration_version
+    assert f"calibration **{expected}**" in header, header
+    assert any("of the fused LaDeDa + CLIP logit" in c.value for c in at.sidebar.caption) == (load_encoder() is not None)

@@ -72,20 +72,25 @@ _COLLAPSE_JS = """
 (() => {
   const win = window.parent || window;
   const doc = win.document;
-  const collapse = (tries) => {
-    const bar = doc.querySelector('section[data-testid="stSidebar"]');
-    const btn = doc.querySelector('[data-testid="stSidebarCollapseButton"] button');
-    if (bar && bar.getAttribute('data-collapsed') === 'true') return;
-    if (bar && btn) { btn.click(); return; }
-    if (tries < 50) setTimeout(() => collapse(tries + 1), 100);
+  const bar = () => doc.querySelector('section[data-testid="stSidebar"]');
+  // collapse (or, when the window is wide again, re-open what was collapsed here), retrying while the
+  // page is still being drawn
+  const toggle = (open, tries) => {
+    const b = bar();
+    const sel = open ? '[data-testid="stExpandSidebarButton"]' : '[data-testid="stSidebarCollapseButton"] button';
+    const btn = doc.querySelector(sel);
+    if (b && b.getAttribute('data-collapsed') === (open ? 'false' : 'true')) return;
+    if (b && btn) { btn.click(); win.__ladedaAutoCollapsed = !open; return; }
+    if (tries < 50) setTimeout(() => toggle(open, tries + 1), 100);
   };
-  if (win.innerWidth < %d) collapse(0);
-  if (win.__ladedaNarrowWatch) return;  // one listener per tab: collapse when the window becomes narrow
+  if (win.innerWidth < %d) toggle(false, 0);
+  if (win.__ladedaNarrowWatch) return;  // one listener per tab
   win.__ladedaNarrowWatch = true;
   let wide = win.innerWidth >= %d;
   win.addEventListener('resize', () => {
     const now = win.innerWidth >= %d;
-    if (wide && !now) collapse(0);
+    if (wide && !now) toggle(false, 0);
+    if (!wide && now && win.__ladedaAutoCollapsed) toggle(true, 0);
     wide = now;
   });
 })();

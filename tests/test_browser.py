@@ -107,8 +107,15 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         page.locator('img[alt="gradcam overlay"]').first.wait_for(state="visible", timeout=STEP_MS)
         page.set_viewport_size({"width": 800, "height": 900})
         B.wait_idle(page, STEP_MS)
+        page.wait_for_function(  # a window that becomes narrow folds the sidebar away
+            "() => document.querySelector('section[data-testid=\"stSidebar\"]')"
+            ".getAttribute('data-collapsed') === 'true'", timeout=STEP_MS)
+        page.wait_for_timeout(600)  # the slide-out transition
         page.screenshot(path=str(ARTIFACTS / "03-gradcam-800.png"))
         page.set_viewport_size({"width": 1400, "height": 2600})
+        page.wait_for_function(  # and opens it again when the window is wide again
+            "() => document.querySelector('section[data-testid=\"stSidebar\"]')"
+            ".getAttribute('data-collapsed') === 'false'", timeout=STEP_MS)
         _no_traceback(page)
         _shot(page, "03-verdict")
         (artifacts / "timing.txt").write_text(f"upload→verdict {timing['verdict_s']:.3f} s, "

@@ -109,7 +109,9 @@ def test_loading_notice_then_queue_position_then_narrow_layout(tmp_path, chromiu
             "() => document.querySelector('section[data-testid=\"stSidebar\"]')"
             ".getAttribute('data-collapsed') === 'true'", timeout=STEP_MS)
         B.upload(narrow, small)  # already scored: answered from the store
-        verdict = narrow.locator(".st-key-inspect-verdict")
+        narrow.locator(".st-key-inspect-done").filter(has_text=small.name).wait_for(state="attached", timeout=STEP_MS)
+        B.wait_idle(narrow, STEP_MS)
+        verdict = narrow.locator(".st-key-inspect-verdict").filter(has_text="P(fake)")
         verdict.wait_for(state="visible", timeout=STEP_MS)
         box = verdict.bounding_box()
         # the page keeps its width (the collapsed sidebar takes none of it) and no label is cut short

@@ -11,6 +11,7 @@ from core.review.store import ReviewStore
 from .conftest import REPO, save_random_tiny
 
 
+@pytest.mark.slow
 def test_monitor_shows_kappa_from_double_reviews(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     monkeypatch.setenv("LADEDA_DATA_DIR", str(data_dir))

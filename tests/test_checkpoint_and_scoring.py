@@ -107,6 +107,7 @@ def test_exif_rotated_jpeg_scores_like_its_upright_twin(tiny_ckpt):
     assert np.allclose(a.patch_logits, b.patch_logits, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_score_cli_json_lines_and_errors(tmp_path, tiny_ckpt):
     good = tmp_path / "good.png"
     good.write_bytes(encode(make_photo()))

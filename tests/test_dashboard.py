@@ -220,6 +220,7 @@ def test_inspect_reupload_is_shown_from_the_store(env):
     assert len(store.item(store.recent_items()[0]["sha256"])["scorings"]) == 1
 
 
+@pytest.mark.slow
 def test_inspect_too_thin_image_gets_a_specific_message(env, monkeypatch):
     buf = io.BytesIO()
     Image.new("RGB", (8000, 40), (90, 120, 150)).save(buf, "PNG")

@@ -164,6 +164,7 @@ def test_calibrate_on_folder_then_evaluate_reports_tiers(half_tiny, wildrf_dir, 
 
 
 @needs_corpus
+@pytest.mark.slow
 def test_official_tiny_on_val_temperature_scaling_lowers_ece(official_tiny_wildrf, tmp_path, capsys):
     """End to end: evaluate the official Tiny (WildRF) on val, calibrate it there, compare ECE."""
     val = CORPUS / "val"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.model.registry import ModelRegistry
@@ -79,6 +80,7 @@ learning_panels.similar_items_panel(store, "{'0' * 64}", Image.open(io.BytesIO({
                in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_header_names_the_calibration_that_serves(tmp_path, monkeypatch):
     """With the encoder installed the verdicts are the fused value's: the header names its calibration,
     not LaDeDa's own; without the encoder, LaDeDa's."""

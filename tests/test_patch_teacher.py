@@ -115,6 +115,7 @@ def test_training_refuses_a_teacher_for_another_geometry(tmp_path, dataset):
                           resize_mode="none", crop=32, steps=1, patch_teacher=str(tpath), progress=False))
 
 
+@pytest.mark.slow
 def test_fit_teacher_cli_writes_a_loadable_teacher_and_reports_val(tmp_path, dataset):
     import json
     import subprocess

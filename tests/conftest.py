@@ -87,3 +87,14 @@ def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kwargs)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    """Debian's Chromium for the browser tests; they are skipped (with the reason) without it."""
+    from dashboard import browser
+
+    exe = browser.find_chromium()
+    if exe is None:
+        pytest.skip("Chromium not found at /usr/bin/chromium (install Debian's `chromium`; scripts/test.sh does)")
+    return exe

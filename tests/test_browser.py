@@ -29,14 +29,6 @@ FIRST_LOAD_MS = 180_000  # the first page load includes loading (and tracing) th
 
 
 @pytest.fixture(scope="module")
-def chromium_path() -> str:
-    exe = B.find_chromium()
-    if exe is None:
-        pytest.skip("Chromium not found at /usr/bin/chromium (install Debian's `chromium`; scripts/test.sh does)")
-    return exe
-
-
-@pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """The bundled model when it exists; otherwise the official Tiny weights or a random Tiny."""
     if DEFAULT_MODEL.is_file():

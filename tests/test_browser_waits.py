@@ -27,14 +27,6 @@ FIRST_LOAD_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def chromium_path() -> str:
-    exe = B.find_chromium()
-    if exe is None:
-        pytest.skip("Chromium not found at /usr/bin/chromium (install Debian's `chromium`; scripts/test.sh does)")
-    return exe
-
-
-@pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A model whose first load takes long enough to be seen: the bundled LaDeDa9, else a made one."""
     if DEFAULT_MODEL.is_file():

@@ -626,16 +626,20 @@ def test_leases_run_on_the_database_clock_on_postgresql(new_db, tmp_path, monkey
             assert expires == skewed + dt.timedelta(seconds=60)
 
 
-def test_database_failures_reach_users_as_store_errors(new_db, tmp_path, monkeypatch):
+def test_database_failures_reach_users_as_store_errors(new_db, tmp_path, monkeypatch, request):
     target = new_db()
     with ReviewStore(target, image_dir=tmp_path / "images") as s:
         sha = add_scored(s, 1, 0.5)
-        if s.dialect == "postgresql":  # the server drops our connection (restart, failover)
-            pid = s.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-            with ReviewStore(target, image_dir=tmp_path / "images") as admin:
-                admin.conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-            with pytest.raises(StoreError, match="unavailable|refused"):
-                s.label(sha, "real", "alice")
+        if s.dialect == "postgresql":  # the server drops our connection and refuses new ones (a failover)
+            server = request.getfixturevalue("pg_server")
+            dbname = str(target).rsplit("/", 1)[1]
+            server.admin(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+            server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'")
+            try:
+                with pytest.raises(StoreError, match="unavailable|refused|Cannot reach"):
+                    s.label(sha, "real", "alice")
+            finally:
+                server.admin(f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
         else:  # another process holds the write lock longer than we wait
             from core.review.store import db as db_module
 
@@ -672,3 +676,36 @@ def test_open_store_takes_a_path_or_a_url_and_never_creates_by_mistake(new_db, t
     if backend == "postgresql":
         with pytest.raises(StoreError, match="Cannot reach"):  # a URL is never created
             open_store(target.rsplit("/", 1)[0] + "/no_such_db", create=True)
+
+
+def test_postgresql_store_survives_a_dropped_connection(pg_server, tmp_path):
+    """The server drops the store's connection (restart, idle timeout, a DBA's pg_terminate_backend):
+    the next transaction opens on a new connection and nothing already labelled is lost."""
+    url = pg_server.fresh_database()
+    try:
+        store = ReviewStore(url, image_dir=tmp_path / "images")
+        shas = [store.add_item(f"image {i}".encode(), name=f"i{i}.png") for i in range(3)]
+        for sha in shas:
+            store.enqueue(sha, by="t", reason="test")
+        first = store.claim_next("ana")
+        store.label(first["sha256"], "fake", "ana")
+        dbname = url.rsplit("/", 1)[1]
+
+        def drop() -> None:
+            pg_server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'")
+
+        drop()
+        second = store.claim_next("ana")  # a write transaction: BEGIN finds the connection gone, reconnects
+        assert second is not None and second["sha256"] != first["sha256"]
+        store.label(second["sha256"], "real", "ana")
+        drop()
+        assert store.item(first["sha256"])["current_label"]["label"] == "fake"  # a read after the drop
+        drop()
+        try:  # a single autocommit statement that hits the dropped connection fails clearly, once
+            store.queue_stats()
+        except StoreError:
+            pass
+        assert store.queue_stats().get("labelled") == 2
+        store.close()
+    finally:
+        pg_server.drop(url)

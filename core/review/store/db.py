@@ -150,6 +150,7 @@ class Database:
             return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
         if self.dialect == POSTGRESQL:
             with self._lock:
+                self._fresh()
                 moment = self._guarded(lambda: self.conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one())
             return moment.astimezone(_dt.timezone.utc)
         return utc_now()
@@ -212,6 +213,37 @@ class Database:
             finally:
                 self._depth = 0
 
+    def _fresh(self) -> None:
+        """Replace a connection the server dropped (a restart, an idle timeout, a terminated backend).
+
+        SQLAlchemy marks a connection invalidated when a statement fails with a disconnect; the call
+        that hit it failed with a clear :class:`StoreError` (and rolled nothing half-way), and the next
+        call starts on a new connection here. Only between transactions.
+        """
+        if self._depth or not (self.conn.invalidated or self.conn.closed):
+            return
+        try:
+            self.conn.close()
+        except sa_exc.SQLAlchemyError:
+            pass
+        try:
+            self.conn = self.engine.connect()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"Cannot reach the review database at {self.where()} ({_first_line(exc)}). "
+                             "Check that the server is running.") from None
+
+    def _begin(self, statement: str) -> None:
+        """Open a transaction; a connection found dropped at this point (nothing done yet) is replaced
+        and the ``BEGIN`` tried once more."""
+        self._fresh()
+        try:
+            self._sql(statement)
+        except sa_exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self._fresh()
+            self._sql(statement)
+
     def _begin_write(self) -> None:
         """``BEGIN IMMEDIATE`` (SQLite) or ``BEGIN``; on SQLite a busy timeout is retried a few times.
 
@@ -220,7 +252,7 @@ class Database:
         """
         for attempt in range(BEGIN_ATTEMPTS):
             try:
-                self._sql("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN")
+                self._begin("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN")
                 return
             except sa_exc.OperationalError as exc:
                 if self.dialect != SQLITE or attempt == BEGIN_ATTEMPTS - 1 or "locked" not in str(exc.orig):
@@ -241,7 +273,7 @@ class Database:
             if self._depth:
                 yield self.conn
                 return
-            self._guarded(lambda: self._sql(
+            self._guarded(lambda: self._begin(
                 "BEGIN" if self.dialect == SQLITE else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             self._depth = 1
             try:
@@ -264,6 +296,7 @@ class Database:
     # -- statements --------------------------------------------------------
     def execute(self, statement: sa.Executable, params: Mapping[str, Any] | list | None = None) -> sa.CursorResult:
         with self._lock:
+            self._fresh()
             return self._guarded(lambda: self.conn.execute(statement, params) if params is not None
                                  else self.conn.execute(statement))
 

@@ -98,3 +98,15 @@ def chromium_path() -> str:
     if exe is None:
         pytest.skip("Chromium not found at /usr/bin/chromium (install Debian's `chromium`; scripts/test.sh does)")
     return exe
+
+
+def signed_in_app(page: str, name: str = "ana", timeout: int = 300):
+    """The real app under AppTest with ``name`` signed in, switched to ``views/<page>.py``."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=timeout).run()
+    at.text_input(key="reviewer_name_input").input(name)
+    at.button[0].click()
+    at.run()
+    at.switch_page(f"views/{page}.py")
+    return at.run()

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from core.__main__ import main
 from core.errors import CalibrationError
@@ -14,7 +13,7 @@ from core.model.checkpoint import load_checkpoint
 from core.model.registry import ModelRegistry
 from core.review.actions import calibrate as door
 
-from .conftest import REPO, save_random_tiny
+from .conftest import save_random_tiny, signed_in_app
 
 
 def _csv(n: int = 160, seed: int = 0, scale: float = 4.0) -> bytes:
@@ -42,12 +41,7 @@ def test_cli_and_dashboard_give_the_same_fit_for_the_same_csv(tmp_path, model, m
 
     monkeypatch.setenv("LADEDA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LADEDA_MODEL", str(model))
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
-    at.text_input(key="reviewer_name_input").input("ana")
-    at.button[0].click()
-    at.run()
-    at.switch_page("views/calibration.py")
-    at.run()
+    at = signed_in_app("calibration", timeout=120)
     at.radio(key="cal-source").set_value("Uploaded CSV (logit, label)")
     at.run()
     at.file_uploader(key="cal-csv").set_value(("scores.csv", csv_bytes, "text/csv"))

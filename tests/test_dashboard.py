@@ -82,6 +82,16 @@ def _login(at: AppTest, name: str = "ana") -> AppTest:
     return _ok(at.run())
 
 
+def _review_claimed(name: str) -> AppTest:
+    """The app with ``name`` signed in on Review, having claimed the next item."""
+    at = _ok(_app().run())
+    _login(at, name)
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    _button(at, "review-claim").click()
+    return _ok(at.run())
+
+
 def _button(at: AppTest, key: str):
     return at.button(key=key)
 
@@ -403,12 +413,7 @@ def _seed_queue(data_dir, model_path, n=2):
 
 def test_review_skip_release_and_empty_queue(env, tiny_model):
     store, shas = _seed_queue(env, tiny_model, n=1)
-    at = _ok(_app().run())
-    _login(at, "bo")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
+    at = _review_claimed("bo")
     key = f"review-{shas[0][:12]}"
     _button(at, f"{key}-release").click()
     _ok(at.run())
@@ -561,12 +566,7 @@ def test_review_lease_is_shown_and_renewed_while_open(env, tiny_model):
     import sqlite3
 
     store, shas = _seed_queue(env, tiny_model, n=1)
-    at = _ok(_app().run())
-    _login(at, "dee")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
+    at = _review_claimed("dee")
     assert "Leased to you until" in _texts(at)
     # the lease is about to run out (less than half left): the open page renews it
     soon = (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -616,12 +616,7 @@ def _shown_sha(at: AppTest) -> str:
 def _claimed_in_review(env, tiny_model, n: int = 2):
     """A queue of n submitted items, ana signed in on Review with the first item claimed."""
     store, shas = _submit_queue(env, tiny_model, n=n)
-    at = _ok(_app().run())
-    _login(at, "ana")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
+    at = _review_claimed("ana")
     first = [s for s in shas if s.startswith(_shown_sha(at))][0]
     return store, shas, at, first
 
@@ -657,12 +652,7 @@ def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, mo
 
 def test_review_buttons_belong_to_the_item_whose_evidence_is_shown(env, tiny_model):
     store, shas = _submit_queue(env, tiny_model, n=3)
-    at = _ok(_app().run())
-    _login(at, "ana")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
+    at = _review_claimed("ana")
     seen = []
     for _ in range(3):
         shown = _shown_sha(at)
@@ -724,12 +714,7 @@ def test_review_offers_a_rescore_when_the_model_changed(env, tiny_model):
     from core.paths import DEFAULT_MODEL as bundled
 
     store, shas = _submit_queue(env, bundled, n=1)  # scored by LaDeDa9; the app serves Tiny
-    at = _ok(_app().run())
-    _login(at, "ana")
-    at.switch_page("views/review.py")
-    _ok(at.run())
-    _button(at, "review-claim").click()
-    _ok(at.run())
+    at = _review_claimed("ana")
     assert "not the active one" in _texts(at)
     _button(at, f"review-rescore-{shas[0][:12]}").click()
     _ok(at.run())

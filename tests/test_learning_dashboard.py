@@ -14,7 +14,7 @@ from core.review.store import ReviewStore
 from core.scoring.analysis import analyse, record_analysis
 from core.scoring.detector import Detector
 
-from .conftest import REPO
+from .conftest import REPO, signed_in_app
 from .test_adapt import N_PER_CLASS, _image, _label
 
 
@@ -33,12 +33,7 @@ def test_adapt_panel_fits_reports_out_of_fold_and_saves_a_version(tmp_path, monk
             record_analysis(store, a, name=f"i{i}.png", uploader="t")
             rows.append((a.score.sha256, a.score.logit))
         _label(store, rows, N_PER_CLASS, np.random.default_rng(1))
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300).run()
-    at.text_input(key="reviewer_name_input").input("ana")
-    at.button[0].click()
-    at.run()
-    at.switch_page("views/calibration.py")
-    at.run()
+    at = signed_in_app("calibration")
     next(b for b in at.button if b.key == "adapt-fit").click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -133,13 +133,18 @@ def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page:
 def layer_switcher(ev: Any, detector: Any, *, key: str) -> None:
     from core.scoring import forensics
 
-    choice = st.segmented_control("Layer", list(LAYERS), default="Image", key=f"{key}-layer",
-                                  label_visibility="collapsed") or "Image"
+    from dashboard.widgets import picture
+
+    choice = st.segmented_control("Layer", list(LAYERS), default=None, key=f"{key}-layer",
+                                  label_visibility="collapsed")
+    if choice is None:  # the image itself is already in view beside the verdict
+        st.caption("Pick a layer to see the same pixels another way; the image itself is in the view above.")
+        return
     layer_key = LAYERS[choice]
     if layer_key is None:
         from core.scoring.explain import fit_display
 
-        st.image(fit_display(ev.analysis.decoded.image), alt="the image", width="stretch",
+        st.image(picture(fit_display(ev.analysis.decoded.image)), alt="the image", width="stretch",
                  caption="The image as decoded (upright RGB): switch layers to compare the same pixels.")
         return
     params: dict[str, Any] = {}
@@ -150,7 +155,7 @@ def layer_switcher(ev: Any, detector: Any, *, key: str) -> None:
     layer = ev.extras.get(cache_key)
     if layer is None:
         layer = ev.extras[cache_key] = forensics.layer(layer_key, ev.analysis.decoded, detector.spec, **params)
-    st.image(layer.image, alt=layer.title, width="stretch", caption=layer.title)
+    st.image(picture(layer.image), alt=layer.title, width="stretch", caption=layer.title)
     st.markdown(f"**What it shows.** {layer.shows}")
     st.markdown(f"**How it misleads.** {layer.misleads}")
 

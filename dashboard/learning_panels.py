@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from dashboard import services
+from dashboard import services, widgets
 
 THUMB = 96
 
@@ -61,7 +61,7 @@ def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str
             for col, n in zip(cols, result.neighbours):
                 thumb = _thumbnail(store, n.sha256)
                 if thumb is not None:
-                    col.image(thumb, alt=f"labelled {n.label}")
+                    col.image(widgets.picture(thumb), alt=f"labelled {n.label}")
                 dist = "—" if n.distance is None else f"{n.distance:.3f}"
                 tag = f" · {n.duplicate} duplicate" if n.duplicate else ""
                 col.caption(f"**{n.label}** by {n.reviewer or '?'}{tag}  \n{n.name or n.sha256[:12]} · distance {dist}")

@@ -234,9 +234,9 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
         shown, caption, alt = explain.fit_display(image), f"{ev.name} as uploaded", "the image"
     if marks and ev.top_patches:
         shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
-    st.image(shown, caption=caption, alt=alt, width="stretch")
+    st.image(picture(shown), caption=caption, alt=alt, width="stretch")
     if view == "Heatmap":
-        st.image(explain.colour_legend(float(limit)), alt="heatmap colour scale")
+        st.image(picture(explain.colour_legend(float(limit))), alt="heatmap colour scale")
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def top_patches_panel(ev: Evidence, image: Image.Image | None) -> None:
     cols = st.columns(len(crops))
     for col, crop in zip(cols, crops):
         x0, y0, x1, y1 = crop.box
-        col.image(crop.image, alt=f"top patch {crop.rank}")
+        col.image(picture(crop.image), alt=f"top patch {crop.rank}")
         col.caption(f"#{crop.rank} logit {crop.logit:+.2f} · ({x0},{y0})–({x1},{y1})")
 
 
@@ -303,7 +303,7 @@ def guardrail_panel(ev: Evidence, image: Image.Image | None) -> None:
                     text = f"face {i}: " + (f"P(fake) {sc:.2f}" if sc is not None else "not scored")
                     colour = (194, 87, 12) if (sc is not None and sc >= hi) else (31, 95, 168)
                     boxes.append(explain.LabelledBox(tuple(int(v) for v in f["box"]), text, colour))
-                st.image(explain.draw_boxes(image, boxes), alt="faces", width=IMAGE_WIDTH,
+                st.image(picture(explain.draw_boxes(image, boxes)), alt="faces", width=IMAGE_WIDTH,
                          caption=f"{len(faces)} face(s); each crop is scored on its own by the same model")
             _table([{"face": i, "P(fake)": _num(f.get("score"), "{:.3f}"), "logit": _num(f.get("logit"), "{:+.2f}"),
                      "detection": _num(f.get("confidence"), "{:.2f}"), "found by": f.get("pass") or "",
@@ -353,6 +353,26 @@ def details(ev: Evidence, image: Image.Image | None, *, key: str, render_ms: flo
         poolings_panel(ev)
     with st.expander("Timings"):
         timings_panel(ev, render_ms)
+
+
+#: Pictures up to this many pixels (legends, crops, thumbnails) go as PNG: crisp text, a few KB.
+PNG_MAX_PIXELS = 200 * 200
+#: JPEG quality of larger pictures: Streamlit's own encoding uses 100, about 8x the bytes for no visible gain.
+JPEG_QUALITY = 85
+
+
+def picture(image: Image.Image) -> str:
+    """An image as a data URI for ``st.image``: inline in the page, so it arrives with the element
+    instead of as a separate media request (those wait for the server while a script runs), and
+    encoded once at a sensible size (PNG for small pictures and transparency, else JPEG q85)."""
+    buf = io.BytesIO()
+    if image.mode in ("RGBA", "LA", "P") or image.width * image.height <= PNG_MAX_PIXELS:
+        image.save(buf, "PNG", optimize=False, compress_level=3)
+        mime = "png"
+    else:
+        image.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY)
+        mime = "jpeg"
+    return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def thumbnail_uri(data: bytes | None, side: int = 56) -> str | None:

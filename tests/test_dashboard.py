@@ -201,6 +201,19 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     assert "mean (the model's image logit)" in df_texts and "max patch" in df_texts
     assert "The model's score is the **mean** of all patch logits" in text  # the pooling table explained
     assert "forward" in df_texts  # timings
+    # every picture is inline (no media request that waits on a running script), the large one a JPEG
+    # at the image's own size, the small ones PNG; the forensic view does not repeat the image
+    import base64
+    import io
+
+    from PIL import Image
+
+    pictures = {i.alt: i.url for img in at.image for i in img.proto.imgs}
+    assert pictures and all(u.startswith("data:image/") for u in pictures.values()), list(pictures.values())[:1]
+    main = Image.open(io.BytesIO(base64.b64decode(pictures["patch heatmap"].split(",", 1)[1])))
+    assert main.format == "JPEG" and main.size == (320, 240)
+    assert pictures["top patch 1"].startswith("data:image/png;")
+    assert "the image" not in pictures and "Pick a layer to see the same pixels another way" in text
     # scored once into the score log, with its evidence stored
     store = _store(env)
     items = store.recent_items()

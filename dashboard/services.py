@@ -232,10 +232,12 @@ def model_summary(active: ActiveDetector) -> dict[str, Any]:
 
     ident = active.detector.identity
     cal_version, cal_method = ident["calibration_version"], ident["calibration_method"]
+    tiers = active.detector.checkpoint.tiers
     parts = learned_parts(active.detector.checkpoint)
     if parts.fuses and parts.calibration and load_encoder() is not None:
         cal_version = parts.calibration.get("version")
         cal_method = f"{parts.calibration.get('method')}, of the fused LaDeDa + CLIP logit"
+        tiers = parts.tiers or tiers
     return {
         "label": ident["label"],
         "sha256": ident["sha256"] or "",
@@ -245,6 +247,7 @@ def model_summary(active: ActiveDetector) -> dict[str, Any]:
         "preprocess_summary": ident["preprocess_summary"],
         "preprocess_fingerprint": ident["preprocess_fingerprint"],
         "path": ident["path"],
+        "tiers": dict(tiers or {}),  # the thresholds verdicts are decided with
     }
 
 

@@ -94,3 +94,13 @@ def test_header_names_the_calibration_that_serves(tmp_path, monkeypatch):
     expected = fused_version if load_encoder() is not None else ck.calibration_version
     assert f"calibration **{expected}**" in header, header
     assert any("of the fused LaDeDa + CLIP logit" in c.value for c in at.sidebar.caption) == (load_encoder() is not None)
+    # the Model versions table on the Calibration page shows the thresholds that decide the verdicts
+    at.switch_page("views/calibration.py")
+    at.run()
+    assert not at.exception
+    base = next(d.value for d in at.dataframe if "fake at or above" in d.value.columns).iloc[0]
+    serving = ck.learning["tiers"] if load_encoder() is not None else ck.tiers
+    assert base["version"] == "base" and bool(base["active"])
+    assert base["real below"] == pytest.approx(serving["real_below"])
+    assert base["fake at or above"] == pytest.approx(serving["fake_at_or_above"])
+    assert (expected in base["calibration"]) == (load_encoder() is not None)

@@ -161,8 +161,11 @@ st.subheader("Model versions")
 services.show_flashes(PAGE)
 info = registry.active()
 versions = registry.versions()
-base_tiers = (det.checkpoint.tiers or {}) if info.version is None else {}
-rows = [{"active": info.version is None, "version": "base", "calibration": "(as shipped)", "method": "",
+serving = services.model_summary(active)
+base_tiers = serving["tiers"] if info.version is None else {}  # the fused tiers when CLIP fuses
+rows = [{"active": info.version is None, "version": "base",
+         "calibration": f"(as shipped) {serving['calibration_version'] or ''}".strip() if info.version is None
+         else "(as shipped)", "method": serving["calibration_method"] if info.version is None else "",
          "real below": base_tiers.get("real_below"), "fake at or above": base_tiers.get("fake_at_or_above"),
          "ECE after": None, "created": "", "by": "", "note": str(info.base_path.name)}]
 for v in reversed(versions):

@@ -234,8 +234,11 @@ def served_logits(checkpoint: Any, parts: LearnedParts, heads: Heads, f: Feature
 
 def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_per_class: int = DEFAULT_MIN_PER_CLASS,
           force: bool = False, by: str | None = None, folds: int = CV_FOLDS, encoder_key: str | None = None,
-          target_fpr: float = 0.05, target_fnr: float = 0.20) -> AdaptResult:
-    """Fit, evaluate out of fold, and build the adapted checkpoint (see module doc). Raises :class:`AdaptError`."""
+          target_fpr: float | None = None, target_fnr: float | None = None) -> AdaptResult:
+    """Fit, evaluate out of fold, and build the adapted checkpoint (see module doc). Raises :class:`AdaptError`.
+
+    ``target_fpr``/``target_fnr`` are the served tiers' targets; by default the fused tiers use
+    :data:`core.learning.base.FUSED_TIER_TARGETS` (rule 7 guards them) and LaDeDa alone 0.05 / 0.20."""
     from core.calibration.calibrators import apply_record, fit_calibration
     from core.calibration.tiers import tiers_from_targets
     from core.scoring.analysis import learned_parts
@@ -280,10 +283,18 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
     z_after = oof[served_name]
     cal = fit_calibration(z_after, y, "platt", context={"fitted_on": "out-of-fold reviewer labels", "n": int(len(y))})
     p_after = apply_record(cal, z_after)
-    tiers = tiers_from_targets(p_after, y, target_fpr, target_fnr, calibration_version=cal["version"])
+    from core.calibration.tiers import DEFAULT_TARGET_FNR, DEFAULT_TARGET_FPR
+    from core.learning.base import FUSED_TIER_TARGETS
+
+    default = FUSED_TIER_TARGETS if parts.fuses else (DEFAULT_TARGET_FPR, DEFAULT_TARGET_FNR)
+    fpr = default[0] if target_fpr is None else target_fpr
+    fnr = default[1] if target_fnr is None else target_fnr
+    tiers = tiers_from_targets(p_after, y, fpr, fnr, calibration_version=cal["version"])
     after = _metrics(z_after, p_after, y, tiers)
     lcal = fit_calibration(oof["ladeda"], y, "platt", context={"fitted_on": "out-of-fold reviewer labels (LaDeDa)"})
-    ltiers = tiers_from_targets(apply_record(lcal, oof["ladeda"]), y, target_fpr, target_fnr,
+    ltiers = tiers_from_targets(apply_record(lcal, oof["ladeda"]), y,
+                                DEFAULT_TARGET_FPR if target_fpr is None else target_fpr,
+                                DEFAULT_TARGET_FNR if target_fnr is None else target_fnr,
                                 calibration_version=lcal["version"])
     lcal["tiers"] = ltiers
     parts_report = {name: {"auc": round(float(auc(oof[name], y)), 4), "ap": round(float(average_precision(oof[name], y)), 4)}

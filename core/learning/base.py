@@ -36,8 +36,19 @@ def source_group(name: str) -> str:
     return "photo" if name.startswith("photo") else name
 
 
-def fit_base_parts(checkpoint: Any, train: FeatureSet, val: FeatureSet, *, target_fpr: float = 0.05,
-                   target_fnr: float = 0.20) -> LearnedParts:
+#: (FPR, FNR) targets of the fused tiers. The FNR is looser than LaDeDa alone's (0.05, 0.20): rule 7 of the
+#: policy (both parts must lean clearly) sends the contradicted "real" calls to review. Chosen with the
+#: agreement margin on the held-out sources' train+val images (``benchmarks/unseen_sources.py --eval
+#: trainval``) of both the bundled LaDeDa9 and the official WildRF Tiny (whose backbone saw no corpus
+#: source, so its measurement is fair for every part): the most clear verdicts with at least 80 % of them
+#: right and at most 5 % of reals called clearly fake in both. A looser FPR (0.10) looked better with
+#: LaDeDa9 but called 13 % of the reals clearly fake with the fair backbone, so the FPR stays 0.05.
+FUSED_TIER_TARGETS = (0.05, 0.30)
+
+
+def fit_base_parts(checkpoint: Any, train: FeatureSet, val: FeatureSet, *,
+                   target_fpr: float = FUSED_TIER_TARGETS[0],
+                   target_fnr: float = FUSED_TIER_TARGETS[1]) -> LearnedParts:
     from core.calibration.calibrators import fit_calibration
     from core.calibration.tiers import tiers_from_targets
 

@@ -113,3 +113,52 @@ def test_a_fit_worse_than_the_serving_calibration_needs_a_confirmation(tmp_path)
         door.save_version(worse, registry, created_by="ana", activate=True)
     version = door.save_version(worse, registry, created_by="ana", activate=True, confirm_worse=True)
     assert registry.active().version.id == version.id
+
+
+def test_a_fused_model_is_calibrated_on_its_fused_logit_and_keeps_ladedas_own(tmp_path):
+    """With CLIP fused, the verdicts are decided on the fused logit: the Calibration door fits that logit
+    (recomputed from the stored features), stores the fit in the learned parts that serve it, and leaves
+    LaDeDa's own calibration (which rule 7 reads) as it was."""
+    from core.encoders.clip import load_encoder
+    from core.learning.parts import served_value
+    from core.paths import DEFAULT_MODEL
+    from core.review.store import ReviewStore
+    from core.scoring.analysis import analyse, learned_parts, record_analysis
+    from core.scoring.detector import Detector
+
+    from .test_adapt import _image
+
+    if load_encoder() is None:
+        pytest.skip("the CLIP encoder is not installed (scripts/fetch_encoder.sh)")
+    base = load_checkpoint(DEFAULT_MODEL)
+    assert learned_parts(base).fuses and door.serving_space(base) == "fused"
+    det = Detector(base, fast=False)
+    rng = np.random.default_rng(5)
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        stored = {}
+        for i in range(16):
+            a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False)
+            assert a.served.used == "fused"
+            record_analysis(store, a, name=f"i{i}.png", uploader="t")
+            stored[a.score.sha256] = a.logit
+            store.label(a.score.sha256, "fake" if i % 2 else "real", "ana")
+        data = door.data_from_reviews(store, base)
+    assert data.labels.size == 16 and "fused" in data.description
+    # the same logits the verdicts were decided on (recomputed from float16 features)
+    assert sorted(data.logits) == pytest.approx(sorted(stored.values()), abs=0.05)
+    fit = door.fit(data, "platt", base, min_per_class=5)
+    assert fit.record["context"]["logit"] == "fused"
+    registry = ModelRegistry(tmp_path / "models", base=DEFAULT_MODEL)
+    version = door.save_version(fit, registry, created_by="ana", activate=True, confirm_worse=True)
+    new = load_checkpoint(registry.root / version.file)
+    parts = learned_parts(new)
+    assert parts.calibration["version"] == fit.record["version"] == version.calibration_version
+    assert parts.tiers["real_below"] == pytest.approx(fit.tiers["real_below"])
+    assert new.calibration["version"] == base.calibration["version"] and new.tiers == base.tiers
+    served = served_value(new, parts, ladeda_logit=0.3, ladeda_probability=0.5, ladeda_calibrated=True,
+                          pooled=None, clip=(np.ones(512, np.float32) / 512 ** 0.5, np.zeros(768, np.float32)),
+                          clip_note=None)
+    from core.calibration.calibrators import apply_record
+
+    assert served.calibration_version == fit.record["version"]
+    assert served.probability == pytest.approx(float(apply_record(fit.record, np.asarray([served.logit]))[0]))

@@ -373,7 +373,7 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     # → recalibrated from the reviewed items, saved and activated
     at.switch_page("views/calibration.py")
     _ok(at.run())
-    assert "1 real and 1 fake reviewed item(s)" in _texts(at)
+    assert "1 real and 1 fake reviewed items" in _texts(at)
     _button(at, "cal-fit").click()
     _ok(at.run())
     assert not at.error, [e.value for e in at.error]

@@ -330,13 +330,18 @@ class ModelRegistry:
                 provenance["adapt"] = adapt
             ckpt = base.with_updates(calibration=cal, tiers=chosen_tiers, provenance=provenance, **changes)
             sha = ckpt.save(self.root / file, dtype=dtype)
+            # the version lists the calibration and tiers that serve: the fused ones when it fuses
+            fused = bool(learning and learning.get("clip_head") and learning.get("fusion")
+                         and learning.get("calibration"))
+            shown = learning["calibration"] if fused else cal
+            shown_tiers = (learning.get("tiers") or chosen_tiers) if fused else chosen_tiers
             version = ModelVersion(
                 id=vid, file=file, sha256=sha, created_at=provenance["created_at"], created_by=created_by,
                 base_path=str(self.base), base_sha256=base_sha, label=base.label,
-                calibration_version=(cal or {}).get("version"), calibration_method=(cal or {}).get("method"),
-                tiers=chosen_tiers, note=note,
-                metrics={k: (cal or {}).get(k) for k in ("metrics_before", "metrics_after", "n", "n_real", "n_fake")
-                         if (cal or {}).get(k) is not None},
+                calibration_version=(shown or {}).get("version"), calibration_method=(shown or {}).get("method"),
+                tiers=shown_tiers, note=note,
+                metrics={k: (shown or {}).get(k) for k in ("metrics_before", "metrics_after", "n", "n_real", "n_fake")
+                         if (shown or {}).get(k) is not None},
                 adapt=dict(adapt or {}),
             )
             data["versions"].append(version.to_dict())

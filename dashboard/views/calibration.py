@@ -42,7 +42,7 @@ with c[2]:
     with services.guarded("reading the calibration data"):
         if source == "Reviewed items":
             data = door.data_from_reviews(store, det.checkpoint, registry.same_weights())
-            st.caption(f"{data.n_real} real and {data.n_fake} fake reviewed item(s) scored by these weights; "
+            st.caption(f"{data.n_real} real and {data.n_fake} fake {data.description} of these weights; "
                        "left out: " + ", ".join(f"{v} {k}" for k, v in data.skipped.items()))
         else:
             upload = st.file_uploader("CSV with `logit` and `label` columns", type=["csv"], key="cal-csv")

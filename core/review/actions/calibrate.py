@@ -57,11 +57,37 @@ class CalibrationData:
 # ---------------------------------------------------------------------------
 # data: three sources, one shape
 # ---------------------------------------------------------------------------
-def data_from_reviews(store: Any, checkpoint: Any, same_weights: Sequence[str] = ()) -> CalibrationData:
-    """Real/fake-labelled items whose latest scoring came from these weights (any calibration of them).
+def serving_space(checkpoint: Any) -> str:
+    """Which logit the verdicts are decided on: ``"fused"`` (LaDeDa + CLIP, when the checkpoint has a
+    fitted fusion and the encoder is installed) or ``"ladeda"``. A calibration fits that logit, and
+    it is stored where serving reads it: the fused calibration lives in the checkpoint's learned
+    parts, LaDeDa's own in its ``calibration`` (which stays LaDeDa's: rule 7 reads it)."""
+    from core.encoders.clip import load_encoder
+    from core.scoring.analysis import learned_parts
 
-    ``same_weights`` lists further model SHA-256s known to share the weights (registry versions).
+    return "fused" if learned_parts(checkpoint).fuses and load_encoder() is not None else "ladeda"
+
+
+def serving_calibration(checkpoint: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The calibration record and tiers that serve now (see :func:`serving_space`)."""
+    if serving_space(checkpoint) == "fused":
+        from core.scoring.analysis import learned_parts
+
+        parts = learned_parts(checkpoint)
+        return parts.calibration, parts.tiers or checkpoint.tiers
+    return checkpoint.calibration, checkpoint.tiers
+
+
+def data_from_reviews(store: Any, checkpoint: Any, same_weights: Sequence[str] = ()) -> CalibrationData:
+    """Real/fake-labelled items, with the logit this checkpoint serves them on.
+
+    LaDeDa alone: the stored scorings' logits, for items whose latest scoring came from these
+    weights (``same_weights`` lists further model SHA-256s known to share them). Fused: the fused
+    logit recomputed from the features stored when each item was scored (no model pass), so that a
+    scoring made while the encoder was absent cannot mix LaDeDa logits into a fused calibration.
     """
+    if serving_space(checkpoint) == "fused":
+        return _fused_from_reviews(store, checkpoint)
     allowed = {s for s in (checkpoint.sha256, *same_weights) if s}
     kept, skipped = [], {"unsure": 0, "unscored": 0, "other model": 0}
     for r in store.labelled_items(limit=None):
@@ -76,6 +102,24 @@ def data_from_reviews(store: Any, checkpoint: Any, same_weights: Sequence[str] =
     z = np.array([r["logit"] for r in kept], dtype=np.float64)
     y = np.array([1 if r["label"] == "fake" else 0 for r in kept], dtype=np.int64)
     return CalibrationData(z, y, "reviews", "reviewed items", skipped=skipped)
+
+
+def _fused_from_reviews(store: Any, checkpoint: Any) -> CalibrationData:
+    from core.encoders.clip import load_encoder
+    from core.learning.adapt import current_heads, labelled_features, served_logits
+    from core.scoring.analysis import learned_parts
+
+    parts = learned_parts(checkpoint)
+    ls = labelled_features(store, checkpoint, load_encoder().key)
+    skipped = {"unsure": ls.skipped.get("unsure", 0),
+               "without stored features": ls.skipped.get("no_features", 0) + ls.skipped.get("no_clip", 0)}
+    if len(ls.features) == 0:
+        return CalibrationData(np.zeros(0), np.zeros(0, dtype=np.int64), "reviews",
+                               "reviewed items (fused LaDeDa + CLIP logits)", skipped=skipped)
+    z, _, _ = served_logits(checkpoint, parts, current_heads(checkpoint, parts), ls.features)
+    return CalibrationData(np.asarray(z, dtype=np.float64), np.asarray(ls.features.labels, dtype=np.int64),
+                           "reviews", "reviewed items (fused LaDeDa + CLIP logits, from stored features)",
+                           skipped=skipped)
 
 
 def data_from_csv(source: str | os.PathLike | bytes, checkpoint: Any, *, name: str | None = None) -> CalibrationData:
@@ -158,6 +202,7 @@ class CalibrationFit:
     tiers: dict[str, Any]  #: thresholds fitted from targets (or set by hand)
     min_per_class: int
     notes: list[str] = field(default_factory=list)
+    checkpoint: Any = None  #: the checkpoint the fit is for (its learned parts receive a fused fit)
 
     @property
     def probs_for_decisions(self) -> np.ndarray:
@@ -231,9 +276,11 @@ def fit(data: CalibrationData, method: str, checkpoint: Any, *, target_fpr: floa
     ctx = {"model_sha256": checkpoint.sha256, "model": checkpoint.label,
            "preprocess_fingerprint": checkpoint.spec.fingerprint(), "data": data.description,
            "data_kind": data.source, **(context or {})}
-    record = C.fit_calibration(z, y, method, baseline=checkpoint.calibration, context=ctx)
+    ctx["logit"] = serving_space(checkpoint)
+    serving, _ = serving_calibration(checkpoint)
+    record = C.fit_calibration(z, y, method, baseline=serving, context=ctx)
     p_in = C.apply_record(record, z)
-    p_active = C.apply_record(checkpoint.calibration, z) if checkpoint.calibration else M.sigmoid(z)
+    p_active = C.apply_record(serving, z) if serving else M.sigmoid(z)
     p_oof, k, why = out_of_fold(z, y, method, folds=folds)
     notes = list(data.notes) + list(record.get("warnings") or [])
     if why:
@@ -254,7 +301,7 @@ def fit(data: CalibrationData, method: str, checkpoint: Any, *, target_fpr: floa
                      f"{T.TARGET_ACCURACY:.0%} criterion.")
     return CalibrationFit(record=record, data=data, method=method, probs_in_sample=p_in, probs_out_of_fold=p_oof,
                           probs_active=p_active, folds=k, oos=oos, active_metrics=_metrics(p_active, y, None),
-                          tiers=tiers, min_per_class=int(min_per_class), notes=notes)
+                          tiers=tiers, min_per_class=int(min_per_class), notes=notes, checkpoint=checkpoint)
 
 
 def retier(result: CalibrationFit, real_below: float | None = None, fake_at_or_above: float | None = None, *,
@@ -288,8 +335,24 @@ def save_version(result: CalibrationFit, registry: Any, *, tiers: dict[str, Any]
     record = dict(result.record)
     chosen = tiers or result.tiers
     record["tiers"] = chosen
+    learning = _fused_learning(result, chosen)
+    if learning is not None:  # LaDeDa's own calibration and tiers stay as they are
+        return registry.save_version(calibration=None, tiers=None, learning=learning, created_by=created_by,
+                                     note=note, activate=activate)
     return registry.save_version(calibration=record, tiers=chosen, created_by=created_by, note=note,
                                  activate=activate)
+
+
+def _fused_learning(result: CalibrationFit, tiers: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's learned parts with this fit as the fused calibration, when it was fitted on fused logits."""
+    if (result.record.get("context") or {}).get("logit") != "fused":
+        return None
+    from core.scoring.analysis import learned_parts
+
+    parts = learned_parts(result.checkpoint)
+    parts.calibration = {**result.record, "tiers": tiers}
+    parts.tiers = tiers
+    return parts.to_record()
 
 
 def write_checkpoint(result: CalibrationFit, checkpoint: Any, out: str | os.PathLike) -> tuple[str, str]:
@@ -304,7 +367,11 @@ def write_checkpoint(result: CalibrationFit, checkpoint: Any, out: str | os.Path
     lineage = [s for s in [*prov.get("lineage_sha256", []), checkpoint.sha256] if s]
     provenance = {**prov, "calibrated_from_sha256": checkpoint.sha256, "lineage_sha256": lineage,
                   "calibration_version": result.record["version"], "calibrated_at": now_iso()}
-    new = checkpoint.with_updates(calibration=result.record, tiers=result.tiers, provenance=provenance)
+    learning = _fused_learning(result, result.tiers)
+    if learning is not None:
+        new = checkpoint.with_updates(learning=learning, provenance=provenance)
+    else:
+        new = checkpoint.with_updates(calibration=result.record, tiers=result.tiers, provenance=provenance)
     try:
         return new.save(out, dtype=dtype), dtype
     except OSError as exc:

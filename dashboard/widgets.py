@@ -35,6 +35,9 @@ LABEL_BUTTONS = (  # value, text, keyboard shortcut, icon
 VIEWS = ("Heatmap", "GradCAM", "Plain")
 #: Patch blocks averaged by the coarser heatmap view.
 COARSE_BLOCK = 4
+#: "Auto" heatmap cells: above this many patches per side single patches read as speckle, so blocks are shown.
+AUTO_COARSE_ABOVE = 64
+CELL_CHOICES = ("Auto", "Single patches", f"{COARSE_BLOCK}×{COARSE_BLOCK} blocks")
 #: Width of pictures below the verdict (faces).
 IMAGE_WIDTH = 560
 
@@ -195,9 +198,11 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
     view = c1.segmented_control("Show", VIEWS, default=VIEWS[0], key=f"{key}-view", label_visibility="collapsed")
     view = view or VIEWS[0]
     with c2.popover("View options", width="stretch"):
-        coarse = st.toggle(f"Coarser heatmap ({COARSE_BLOCK}×{COARSE_BLOCK} blocks)", key=f"{key}-coarse",
-                           help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean; the image "
-                                "logit is still the mean of all patches.")
+        cells = st.segmented_control(
+            "Heatmap cells", CELL_CHOICES, default="Auto", key=f"{key}-cells",
+            help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean (the image logit is still "
+                 f"the mean of all patches). Auto shows blocks when the map has more than {AUTO_COARSE_ABOVE} "
+                 "patches per side, where single patches read as speckle.") or "Auto"
         marks = st.toggle("Number the most-fake patches", value=True, key=f"{key}-marks")
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
         limit = st.select_slider("Colour range (± patch logit; the same on every image)",
@@ -205,12 +210,15 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
                                  key=f"{key}-limit")
     geometry = ev.patch_geometry
     h, w = ev.patch_logits.shape
+    coarse = cells == CELL_CHOICES[2] or (cells == "Auto" and max(h, w) > AUTO_COARSE_ABOVE)
     if view == "Heatmap":
         pm = explain.coarsen(ev.patch_logits, COARSE_BLOCK) if coarse else ev.patch_logits
         shown = explain.heatmap_overlay(image, pm, geometry, ev.model_input_hw, limit=float(limit),
                                         opacity=float(opacity))
         caption = (f"Patch logits over the image ({h}×{w} patches"
                    + (f", shown as means of {COARSE_BLOCK}×{COARSE_BLOCK} blocks" if coarse else "")
+                   + (" because the map is this large; View options shows single patches"
+                      if coarse and cells == "Auto" else "")
                    + "; LaDeDa's image logit is their mean"
                    + ("; the verdict also weighs the CLIP second opinion)" if (ev.extra.get("components") or {}).get("clip")
                       else ")"))

@@ -221,9 +221,18 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     # moving the opacity slider, the coarser view and the other views re-render without re-scoring
     at.slider(key="inspect-opacity").set_value(0.9)
     _ok(at.run())
-    at.toggle(key="inspect-coarse").set_value(True)
+    # heatmap cells: Auto shows 4×4 blocks only for a map over 64 patches per side; either can be picked
+    import re
+
+    caption = next(c for img in at.image for c in img.captions if c.startswith("Patch logits over the image"))
+    h, w = (int(v) for v in re.search(r"\((\d+)×(\d+) patches", caption).groups())
+    assert max(h, w) > 64 and "means of 4×4 blocks" in caption and "because the map is this large" in caption
+    at.segmented_control(key="inspect-cells").set_value("4×4 blocks")
     _ok(at.run())
-    assert "means of 4×4 blocks" in _texts(at)
+    assert "means of 4×4 blocks" in _texts(at) and "because the map is this large" not in _texts(at)
+    at.segmented_control(key="inspect-cells").set_value("Single patches")
+    _ok(at.run())
+    assert "means of 4×4 blocks" not in _texts(at)
     at.segmented_control(key="inspect-view").set_value("GradCAM")
     _ok(at.run())
     assert "GradCAM for the predicted class" in _texts(at)
@@ -318,6 +327,9 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     _upload(at, "suspect.png", fake_like)
     assert not at.error, [e.value for e in at.error]
     assert "P(fake)" in [m.label for m in at.metric]
+    # a map this small (stride 8: 35×47 patches) is shown patch by patch under "Auto"
+    heat = next(c for img in at.image for c in img.captions if c.startswith("Patch logits over the image"))
+    assert "×" in heat and "blocks" not in heat, heat
     store = _store(data_dir)
     sha = store.recent_items()[0]["sha256"]
 

@@ -155,6 +155,8 @@ def test_a_fused_model_is_calibrated_on_its_fused_logit_and_keeps_ladedas_own(tm
     assert parts.calibration["version"] == fit.record["version"] == version.calibration_version
     assert parts.tiers["real_below"] == pytest.approx(fit.tiers["real_below"])
     assert new.calibration["version"] == base.calibration["version"] and new.tiers == base.tiers
+    # the base model keeps serving its own fused calibration until the version is used
+    assert learned_parts(base).calibration["version"] == base.learning["calibration"]["version"]
     served = served_value(new, parts, ladeda_logit=0.3, ladeda_probability=0.5, ladeda_calibrated=True,
                           pooled=None, clip=(np.ones(512, np.float32) / 512 ** 0.5, np.zeros(768, np.float32)),
                           clip_note=None)

@@ -347,11 +347,13 @@ def _fused_learning(result: CalibrationFit, tiers: dict[str, Any]) -> dict[str, 
     """The checkpoint's learned parts with this fit as the fused calibration, when it was fitted on fused logits."""
     if (result.record.get("context") or {}).get("logit") != "fused":
         return None
+    import dataclasses
+
     from core.scoring.analysis import learned_parts
 
-    parts = learned_parts(result.checkpoint)
-    parts.calibration = {**result.record, "tiers": tiers}
-    parts.tiers = tiers
+    # a copy: learned_parts is the process-wide parse of the serving checkpoint, never to be edited
+    parts = dataclasses.replace(learned_parts(result.checkpoint), calibration={**result.record, "tiers": tiers},
+                                tiers=tiers)
     return parts.to_record()
 
 

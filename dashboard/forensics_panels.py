@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import services
+from dashboard.widgets import picture
 
 #: Layer switcher options: label → forensic layer key (None: the image itself).
 LAYERS = {"Image": None, "Error level (ELA)": "ela", "Noise residual": "noise", "Model input": "model_input"}
@@ -132,8 +133,6 @@ def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page:
 # -- forensic layers ------------------------------------------------------------
 def layer_switcher(ev: Any, detector: Any, *, key: str) -> None:
     from core.scoring import forensics
-
-    from dashboard.widgets import picture
 
     choice = st.segmented_control("Layer", list(LAYERS), default=None, key=f"{key}-layer",
                                   label_visibility="collapsed")

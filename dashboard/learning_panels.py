@@ -3,7 +3,6 @@ the Adapt panel on the Model page. Renders :func:`core.learning.neighbours.simil
 :func:`core.review.actions.adapt.adapt_from_store`; no learning logic here."""
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import streamlit as st
@@ -19,20 +18,6 @@ def _encoder_key() -> str | None:
 
     encoder = load_encoder()
     return encoder.key if encoder is not None else None
-
-
-def _thumbnail(store: Any, sha: str) -> Image.Image | None:
-    data = store.image_bytes(sha)
-    if not data:
-        return None
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.draft("RGB", (THUMB * 2, THUMB * 2))
-        img = img.convert("RGB")
-        img.thumbnail((THUMB, THUMB))
-        return img
-    except Exception:  # noqa: BLE001 - a thumbnail is decoration; the row still shows
-        return None
 
 
 def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str, k: int = 5) -> None:
@@ -59,9 +44,9 @@ def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str
                            icon=":material/content_copy:")
             cols = st.columns(min(len(result.neighbours), 6))
             for col, n in zip(cols, result.neighbours):
-                thumb = _thumbnail(store, n.sha256)
+                thumb = widgets.thumbnail_uri(store.image_bytes(n.sha256), side=THUMB)
                 if thumb is not None:
-                    col.image(widgets.picture(thumb), alt=f"labelled {n.label}")
+                    col.image(thumb, alt=f"labelled {n.label}")
                 dist = "—" if n.distance is None else f"{n.distance:.3f}"
                 tag = f" · {n.duplicate} duplicate" if n.duplicate else ""
                 col.caption(f"**{n.label}** by {n.reviewer or '?'}{tag}  \n{n.name or n.sha256[:12]} · distance {dist}")

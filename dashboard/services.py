@@ -227,17 +227,14 @@ def active_detector(notice: Any = None) -> ActiveDetector | None:
 def model_summary(active: ActiveDetector) -> dict[str, Any]:
     """What the header and the sidebar say about the model: the calibration named is the one that
     serves the verdicts (the fused LaDeDa + CLIP calibration when the encoder is installed)."""
-    from core.encoders.clip import load_encoder
-    from core.scoring.analysis import learned_parts
+    from core.review.actions.calibrate import serving_calibration, serving_space
 
     ident = active.detector.identity
     cal_version, cal_method = ident["calibration_version"], ident["calibration_method"]
-    tiers = active.detector.checkpoint.tiers
-    parts = learned_parts(active.detector.checkpoint)
-    if parts.fuses and parts.calibration and load_encoder() is not None:
-        cal_version = parts.calibration.get("version")
-        cal_method = f"{parts.calibration.get('method')}, of the fused LaDeDa + CLIP logit"
-        tiers = parts.tiers or tiers
+    calibration, tiers = serving_calibration(active.detector.checkpoint)
+    if serving_space(active.detector.checkpoint) == "fused" and calibration:
+        cal_version = calibration.get("version")
+        cal_method = f"{calibration.get('method')}, of the fused LaDeDa + CLIP logit"
     return {
         "label": ident["label"],
         "sha256": ident["sha256"] or "",

@@ -384,7 +384,7 @@ def picture(image: Image.Image) -> str:
 
 
 def thumbnail_uri(data: bytes | None, side: int = 56) -> str | None:
-    """A small PNG data URI of an image (for lists of decisions)."""
+    """A small data URI (:func:`picture`) of an image's bytes, for lists of decisions and neighbours."""
     if not data:
         return None
     try:
@@ -392,11 +392,9 @@ def thumbnail_uri(data: bytes | None, side: int = 56) -> str | None:
             img.draft("RGB", (side * 2, side * 2))
             thumb = img.convert("RGB")
             thumb.thumbnail((side, side))
-            buf = io.BytesIO()
-            thumb.save(buf, "PNG")
     except Exception:  # noqa: BLE001 - a list entry without a picture is fine
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return picture(thumb)
 
 
 # ---------------------------------------------------------------------------

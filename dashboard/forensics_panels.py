@@ -68,14 +68,13 @@ def reliability_line(ev: Any, store: Any, *, key: str) -> None:
 
 
 def _stored(store: Any, sha256: str) -> bool:
-    """Whether the store holds this item (through ``item``, the store's public read)."""
+    """Whether the store holds this item (an unknown or malformed sha is simply not stored)."""
     from core.review.store import StoreError
 
     try:
-        store.item(sha256)
+        return bool(sha256) and store.has_item(sha256)
     except StoreError:
         return False
-    return True
 
 
 # -- stability probe ----------------------------------------------------------

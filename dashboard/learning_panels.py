@@ -21,30 +21,37 @@ def _encoder_key() -> str | None:
 
 
 def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str, k: int = 5) -> None:
-    """The k nearest labelled items by CLIP embedding, with exact and near duplicates (perceptual hash) first."""
+    """The k nearest labelled items by CLIP embedding, with exact and near duplicates (perceptual hash) first.
+
+    A labelled duplicate is warned about at once, above the (folded) list; the list with its
+    thumbnails is drawn only while its expander is open, so a closed one costs a rerun nothing."""
     from core.learning.features import get_clip
     from core.learning.neighbours import similar_items
 
-    with st.expander("Similar reviewed items", expanded=False):
-        with services.guarded("finding similar reviewed items"):
-            clip_key = _encoder_key()
-            stored = get_clip(store.artifacts, sha256, clip_key) if clip_key else None
-            result = similar_items(store, sha256=sha256, image=image, clip_embedding=stored[0] if stored else None,
-                                   clip_key=clip_key, k=k)
+    with services.guarded("finding similar reviewed items"):
+        clip_key = _encoder_key()
+        stored = get_clip(store.artifacts, sha256, clip_key) if clip_key else None
+        result = similar_items(store, sha256=sha256, image=image, clip_embedding=stored[0] if stored else None,
+                               clip_key=clip_key, k=k)
+        dups = [n for n in result.neighbours if n.duplicate]
+        if dups:
+            st.warning("This image, or a re-encoded copy of it, was judged before: "
+                       + "; ".join(f"{n.duplicate} duplicate labelled {n.label} by {n.reviewer}" for n in dups),
+                       icon=":material/content_copy:")
+        box = st.expander(f"Similar reviewed items ({len(result.neighbours)})", expanded=False,
+                          key=f"{key}-similar", on_change="rerun")
+        if not box.open:
+            return
+        with box:
             if result.message:
                 st.caption(result.message)
             if not result.neighbours:
                 st.caption("No labelled item is similar enough to show." if result.n_labelled else
                            "Nothing has been labelled yet.")
                 return
-            dups = [n for n in result.neighbours if n.duplicate]
-            if dups:
-                st.warning("This image, or a re-encoded copy of it, was judged before: "
-                           + "; ".join(f"{n.duplicate} duplicate labelled {n.label} by {n.reviewer}" for n in dups),
-                           icon=":material/content_copy:")
             cols = st.columns(min(len(result.neighbours), 6))
             for col, n in zip(cols, result.neighbours):
-                thumb = widgets.thumbnail_uri(store.image_bytes(n.sha256), side=THUMB)
+                thumb = widgets.stored_thumbnail(store, n.sha256, side=THUMB)
                 if thumb is not None:
                     col.image(thumb, alt=f"labelled {n.label}")
                 dist = "—" if n.distance is None else f"{n.distance:.3f}"

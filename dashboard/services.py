@@ -8,6 +8,7 @@ activating a new calibration does not re-trace the model.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from contextlib import contextmanager
@@ -127,6 +128,10 @@ def _engine(weights_key: str, path: str):
 
     det = Detector.load(path)
     _warm_up(det)
+    # The model, its traced graph and every module imported so far live as long as the server: move
+    # them out of the cyclic collector's reach, so its full passes stay cheap (see .streamlit/config.toml).
+    gc.collect()
+    gc.freeze()
     return det
 
 

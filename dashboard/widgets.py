@@ -9,6 +9,7 @@ the decoded picture, never from a model pass; pixels come from
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from typing import Any, Callable
@@ -187,6 +188,12 @@ def _gradcam_grid(ev: Evidence) -> tuple[Any, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
+def _legend_uri(limit: float) -> str:
+    """The colour scale depends only on its range: drawn and encoded once per range."""
+    return picture(explain.colour_legend(limit))
+
+
 def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
                compute_gradcam: Callable[[], Evidence] | None = None) -> None:
     """The image itself with a switch between heatmap overlay, GradCAM and the plain picture;
@@ -244,7 +251,7 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
         shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
     st.image(picture(shown), caption=caption, alt=alt, width="stretch")
     if view == "Heatmap":
-        st.image(picture(explain.colour_legend(float(limit))), alt="heatmap colour scale")
+        st.image(_legend_uri(float(limit)), alt="heatmap colour scale")
 
 
 # ---------------------------------------------------------------------------
@@ -395,6 +402,13 @@ def thumbnail_uri(data: bytes | None, side: int = 56) -> str | None:
     except Exception:  # noqa: BLE001 - a list entry without a picture is fine
         return None
     return picture(thumb)
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def stored_thumbnail(_store: Any, sha256: str, side: int = 56) -> str | None:
+    """:func:`thumbnail_uri` of a stored item, made once per process: the key is the SHA-256 of the
+    bytes, so it holds in every store. Lists of decisions and neighbours redraw on every rerun."""
+    return thumbnail_uri(_store.image_bytes(sha256), side=side)
 
 
 # ---------------------------------------------------------------------------

@@ -38,3 +38,20 @@ def test_review_store_keeps_artifacts_beside_its_images(tmp_path):
         assert store.artifact_dir == tmp_path / "db" / "artifacts"
         store.artifacts.put(SHA, "m", "features", {"f": np.ones(4, np.float16)})
     assert (tmp_path / "db" / "artifacts").is_dir()
+
+
+def test_reads_are_cached_as_copies_and_a_replaced_file_is_read_again(tmp_path):
+    store = ArtifactStore(tmp_path, read_cache_bytes=4096)
+    store.put(SHA, "m", "evidence", {"x": np.arange(4, dtype=np.float32)}, {"n": 1})
+    first, meta = store.get(SHA, "m", "evidence")
+    first["x"][:] = -1  # a caller scribbling on its copy
+    meta["n"] = 99
+    again, meta2 = store.get(SHA, "m", "evidence")
+    assert np.array_equal(again["x"], np.arange(4, dtype=np.float32)) and meta2["n"] == 1
+    store.put(SHA, "m", "evidence", {"x": np.arange(6, dtype=np.float32)}, {"n": 2})  # re-scored: new file
+    replaced, meta3 = store.get(SHA, "m", "evidence")
+    assert replaced["x"].shape == (6,) and meta3["n"] == 2
+    other = "cd" * 32
+    store.put(other, "m", "evidence", {"x": np.zeros(2000, np.float32)})  # 8 KB: over the budget, not kept
+    assert store.get(other, "m", "evidence")[0]["x"].shape == (2000,)
+    assert store._cache_bytes <= 4096

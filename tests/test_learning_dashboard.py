@@ -73,6 +73,13 @@ learning_panels.similar_items_panel(store, "{'0' * 64}", Image.open(io.BytesIO({
     assert not at.exception
     assert any("re-encoded copy of it, was judged before" in w.value and "near duplicate labelled fake by ana"
                in w.value for w in at.warning)
+    assert not any("by ana" in c.value for c in at.caption)  # the folded list is not drawn
+    at.session_state["t-similar"] = True  # the reviewer opens it
+    at.run()
+    assert not at.exception
+    assert any("**fake** by ana · near duplicate" in c.value and "seen.png" in c.value for c in at.caption)
+    thumbs = [i.url for img in at.image for i in img.proto.imgs if i.alt == "labelled fake"]
+    assert thumbs and thumbs[0].startswith("data:image/png;base64,"), "the neighbour's thumbnail is shown"
 
 
 @pytest.mark.slow

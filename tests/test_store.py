@@ -228,6 +228,7 @@ def test_same_bytes_twice_is_one_item_with_two_scorings(store, clock, tmp_path):
     assert item["latest_scoring"]["probability"] == 0.55
     assert [e["event"] for e in item["queue_events"]] == ["enqueued"]  # queued once
     assert store.image_bytes(a) == data
+    assert store.has_item(a) and not store.has_item("0" * 64)
     assert count(store, "items") == 1
     files = list((tmp_path / "images" / "originals").rglob("*"))
     assert [f.name for f in files if f.is_file()] == [a]

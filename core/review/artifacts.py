@@ -18,6 +18,8 @@ import io
 import json
 import os
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -41,11 +43,25 @@ def model_dir_name(model_key: str) -> str:
     return f"{prefix}-{hashlib.sha256(str(model_key).encode()).hexdigest()[:12]}"
 
 
-class ArtifactStore:
-    """Arrays + metadata keyed by (sha256 of the image bytes, model key, kind)."""
+#: Bytes of decoded artifacts kept in memory per store (patch maps, features, hashes: a few KB each).
+READ_CACHE_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, root: str | os.PathLike) -> None:
+
+class ArtifactStore:
+    """Arrays + metadata keyed by (sha256 of the image bytes, model key, kind).
+
+    Reads are cached in memory (least recently used, :data:`READ_CACHE_BYTES`), keyed by the file's
+    path, size and modification time, so a replaced file is read again. A page that shows an item
+    reads its evidence and its neighbours' hashes and embeddings on every rerun; decompressing them
+    each time was a tenth of a Review rerun. Callers get copies, so the cache cannot be altered.
+    """
+
+    def __init__(self, root: str | os.PathLike, read_cache_bytes: int = READ_CACHE_BYTES) -> None:
         self.root = Path(root)
+        self._cache: OrderedDict[tuple, tuple[dict[str, np.ndarray], dict[str, Any], int]] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = int(read_cache_bytes)
+        self._lock = threading.Lock()  # sessions share one store
 
     def _path(self, sha256: str, model_key: str, kind: str) -> Path:
         sha = str(sha256).lower()
@@ -74,14 +90,39 @@ class ArtifactStore:
         """``(arrays, meta)``, or None when nothing was stored for this key."""
         path = self._path(sha256, model_key, kind)
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
-                meta = json.loads(bytes(npz["__meta__"]).decode("utf-8")) if "__meta__" in npz.files else {}
+            st = path.stat()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"The stored {kind} for {sha256[:12]}… is unreadable ({exc}).") from None
-        return arrays, meta
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is None:
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+                    meta = json.loads(bytes(npz["__meta__"]).decode("utf-8")) if "__meta__" in npz.files else {}
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError, KeyError) as exc:
+                raise ArtifactError(f"The stored {kind} for {sha256[:12]}… is unreadable ({exc}).") from None
+            hit = (arrays, meta, sum(a.nbytes for a in arrays.values()) + 512)
+            self._remember(key, hit)
+        arrays, meta, _ = hit
+        return {k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta))
+
+    def _remember(self, key: tuple, entry: tuple[dict[str, np.ndarray], dict[str, Any], int]) -> None:
+        if entry[2] > self._cache_limit:
+            return
+        with self._lock:
+            if key in self._cache:
+                return
+            self._cache[key] = entry
+            self._cache_bytes += entry[2]
+            while self._cache_bytes > self._cache_limit and self._cache:
+                _, old = self._cache.popitem(last=False)
+                self._cache_bytes -= old[2]
 
     def has(self, sha256: str, model_key: str, kind: str) -> bool:
         return self._path(sha256, model_key, kind).is_file()

@@ -107,11 +107,6 @@ services.show_flashes(PAGE)
 st.toggle("Claim the next item after each decision", value=True, key="review-auto-next")
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _thumb(sha: str) -> str | None:
-    return widgets.thumbnail_uri(store.image_bytes(sha))
-
-
 def _recent_decisions() -> None:
     history = store.label_history(reviewer=who.name, limit=10)
     if not history:
@@ -123,8 +118,8 @@ def _recent_decisions() -> None:
             name = store.item(h["sha256"]).get("name")
         except Exception:  # noqa: BLE001 - an entry whose item vanished still lists
             name = None
-        rows.append({"image": _thumb(h["sha256"]), "file": name or h["sha256"][:12], "kind": h["kind"],
-                     "label": h["label"], "note": h["note"], "at": h["created_at"]})
+        rows.append({"image": widgets.stored_thumbnail(store, h["sha256"]), "file": name or h["sha256"][:12],
+                     "kind": h["kind"], "label": h["label"], "note": h["note"], "at": h["created_at"]})
     st.dataframe(rows, hide_index=True, key="review-history",
                  column_config={"image": st.column_config.ImageColumn("image", width="small")})
 
@@ -150,8 +145,8 @@ if queue.get("state") != "leased" or queue.get("lease_reviewer") != who.name:
 def lease_box(sha: str, reviewer: str) -> None:
     """Show the lease and renew it once less than half of it is left (checked every 30 s while open)."""
     with services.guarded("renewing your lease"):
-        row = store.item(sha).get("queue") or {}
-        if row.get("state") != "leased" or row.get("lease_reviewer") != reviewer:
+        row = next((r for r in store.leases(reviewer) if r["sha256"] == sha), None)  # one small query
+        if row is None:
             st.warning("Your lease on this item has ended; reload the page to continue.")
             return
         expires = _dt.datetime.fromisoformat(row["lease_expires_at"].replace("Z", "+00:00"))

@@ -205,6 +205,11 @@ class ReviewStore:
                                                      out["current_label"] is not None)
         return out
 
+    def has_item(self, sha256: str) -> bool:
+        """True when the item is stored (one row read; :meth:`item` reads its whole history)."""
+        with self.db.read():
+            return self.items.get(check_sha256(sha256)) is not None
+
     def has_scoring(self, sha256: str, model_sha256: str) -> bool:
         """True when the item is stored and ``model_sha256`` has scored it (batch re-runs add nothing)."""
         return self.items.has_scoring(check_sha256(sha256), str(model_sha256))

@@ -28,11 +28,13 @@ from core.paths import default_model_path  # noqa: E402
 from dashboard import browser as B  # noqa: E402
 
 MARK = '[class*="st-key-review-evidence-done-"]'
-JS_MARK = """() => { const m = document.querySelector('%s'); if (!m) return null;
+#: Checked inside the page on every animation frame (no round trip per check, which would load the
+#: 2 cores it measures): the marker of an item other than ``previous``, every image loaded, script idle.
+JS_MARK = """(previous) => { const m = document.querySelector('%s'); if (!m) return null;
   const c = Array.from(m.classList).find(x => x.startsWith('st-key-review-evidence-done-'));
   const imgs = Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);
   const idle = document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]');
-  return (imgs && idle) ? c : null; }""" % MARK
+  return (imgs && idle && c !== previous) ? c : null; }""" % MARK
 
 
 def _queue(data_dir: Path, model: Path, n: int) -> None:
@@ -51,13 +53,10 @@ def _queue(data_dir: Path, model: Path, n: int) -> None:
 
 
 def _wait_new(page, previous: str | None, timeout_s: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = page.evaluate(JS_MARK)
-        if got and got != previous:
-            return got
-        time.sleep(0.01)
-    raise TimeoutError("the next item's evidence did not appear")
+    try:
+        return page.wait_for_function(JS_MARK, arg=previous, polling="raf", timeout=timeout_s * 1e3).json_value()
+    except Exception as exc:  # noqa: BLE001 - Playwright's timeout, said plainly
+        raise TimeoutError("the next item's evidence did not appear") from exc
 
 
 def _unfocus(page) -> None:

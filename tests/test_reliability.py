@@ -80,3 +80,16 @@ def test_segments_come_from_the_guardrail_findings():
     assert describe(("fake", True, "usual")) == "in the clearly-fake tier with a face and JPEG quality 70 or above"
     lo, hi = wilson(18, 100)
     assert 0.11 < lo < 0.12 and 0.26 < hi < 0.28  # the textbook Wilson interval of 18/100
+
+
+def test_a_label_counts_against_the_scoring_it_was_given_on(store):
+    """A re-score after the label (another model, a new calibration) does not move the label's segment."""
+    sha = _item(store, 1, "fake", 0.9, NO_FACE_LOW_JPEG, "real")  # overturned on a clearly-fake verdict
+    store.record_scoring(sha, model_sha256="n" * 64, logit=0.0, probability=0.1, tier="real",
+                         guardrails=WITH_FACE, auto_queue=False)
+    unscored = store.add_item(b"never scored" * 20, name="x.jpg")
+    store.label(unscored, "fake", "ana")  # no scoring at all: nothing to count
+    table = SegmentTable.from_store(store)
+    assert table.line("fake", NO_FACE_LOW_JPEG).n == 1 and table.line("fake", NO_FACE_LOW_JPEG).overturned == 1
+    assert table.line("real", WITH_FACE).n == 0 and table.total == 1
+    assert SegmentTable.from_store(store, model_sha256="n" * 64).total == 0

@@ -121,16 +121,15 @@ class SegmentTable:
                    min_labels: int = MIN_LABELS) -> "SegmentTable":
         """Count every real/fake label in force (optionally only on scorings by ``model_sha256``)."""
         table = cls(min_labels=min_labels)
-        for row in store.labelled_items(limit=None):
-            if row.get("label") not in ("real", "fake"):
+        for row in store.labels_with_scorings():  # one query, whatever the store's size
+            if row.get("label") not in ("real", "fake") or row.get("scoring_id") is None:
                 continue
-            scoring = _scoring_seen(store.item(row["sha256"]))
-            if scoring is None or (model_sha256 and scoring.get("model_sha256") != model_sha256):
+            if model_sha256 and row.get("model_sha256") != model_sha256:
                 continue
-            verdict = model_verdict(scoring.get("tier"), scoring.get("probability"))
+            verdict = model_verdict(row.get("tier"), row.get("probability"))
             if verdict is None:
                 continue
-            seg = segment_of(scoring["tier"], scoring.get("guardrails"))
+            seg = segment_of(row["tier"], row.get("guardrails"))
             counts = table.counts.setdefault(seg, [0, 0])
             counts[0] += 1
             counts[1] += verdict != row["label"]
@@ -144,21 +143,6 @@ class SegmentTable:
     @property
     def total(self) -> int:
         return sum(c[0] for c in self.counts.values())
-
-
-def _scoring_seen(item: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The scoring the label in force was given on (its label event's), else the latest one."""
-    scorings = list(item.get("scorings") or [])
-    current = item.get("current_label") or {}
-    event_id = current.get("event_id")
-    seen = None
-    for event in item.get("label_events") or []:
-        if event.get("id") == event_id:
-            seen = event.get("scoring_id")
-    for s in scorings:
-        if seen is not None and s.get("id") == seen:
-            return s
-    return scorings[-1] if scorings else None
 
 
 def reliability_line(store: "ReviewStore", tier: str, guardrails: Mapping[str, Any] | None, *,

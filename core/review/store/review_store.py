@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -423,6 +424,15 @@ class ReviewStore:
             q = q.limit(int(limit)).offset(int(offset))
         with self.db.read():
             return views.as_dicts(self.db.rows(q))
+
+    def labels_with_scorings(self) -> list[dict[str, Any]]:
+        """Each label in force (``sha256``, ``label``) with the scoring it was given on: ``scoring_id``,
+        ``model_sha256``, ``tier``, ``probability`` and parsed ``guardrails`` (None when never scored)."""
+        with self.db.read():
+            rows = self.db.rows(views.labels_with_seen_scoring())
+        for r in rows:
+            r["guardrails"] = json.loads(r["guardrails"]) if r.get("guardrails") else ({} if r["scoring_id"] else None)
+        return rows
 
     def reviewers(self) -> list[str]:
         with self.db.read():

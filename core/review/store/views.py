@@ -92,6 +92,17 @@ def labelled(filters: LabelFilters) -> sa.Select:
     return q.order_by(_C.labelled_at, _C.sha256)
 
 
+def labels_with_seen_scoring() -> sa.Select:
+    """Every label in force with the scoring its label event was given on (the item's latest when the
+    event names none): one query for what per-segment reliability counts, instead of one item history
+    per label, which grew with the store on every label."""
+    seen = sa.func.coalesce(_E.scoring_id, latest_scoring_id(_C.sha256))
+    return (sa.select(_C.sha256, _C.label, _S.id.label("scoring_id"), _S.model_sha256, _S.tier, _S.probability,
+                      _S.guardrails)
+            .select_from(current_labels.join(label_events, _E.id == _C.event_id).outerjoin(scorings, _S.id == seen))
+            .order_by(_C.labelled_at, _C.sha256))
+
+
 def exported(export_id: str) -> sa.Select:
     """The very rows a recorded export wrote (same label events and scorings), in the same order."""
     return (sa.select(_X.sha256, _X.label_event_id, _E.label, _E.reviewer, _E.created_at.label("labelled_at"),

@@ -130,6 +130,8 @@ def _engine(weights_key: str, path: str):
     _warm_up(det)
     # The model, its traced graph and every module imported so far live as long as the server: move
     # them out of the cyclic collector's reach, so its full passes stay cheap (see .streamlit/config.toml).
+    # Unfreezing first lets this collection free a model that an earlier switch evicted.
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return det

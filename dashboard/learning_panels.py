@@ -20,11 +20,13 @@ def _encoder_key() -> str | None:
     return encoder.key if encoder is not None else None
 
 
-def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str, k: int = 5) -> None:
+def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str, k: int = 5,
+                        hide_own_label: bool = False) -> None:
     """The k nearest labelled items by CLIP embedding, with exact and near duplicates (perceptual hash) first.
 
     A labelled duplicate is warned about at once, above the (folded) list; the list with its
-    thumbnails is drawn only while its expander is open, so a closed one costs a rerun nothing."""
+    thumbnails is drawn only while its expander is open, so a closed one costs a rerun nothing.
+    ``hide_own_label`` (blind double review) leaves out the item's own label: its exact duplicate."""
     from core.learning.features import get_clip
     from core.learning.neighbours import similar_items
 
@@ -32,7 +34,7 @@ def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str
         clip_key = _encoder_key()
         stored = get_clip(store.artifacts, sha256, clip_key) if clip_key else None
         result = similar_items(store, sha256=sha256, image=image, clip_embedding=stored[0] if stored else None,
-                               clip_key=clip_key, k=k)
+                               clip_key=clip_key, k=k, include_self=not hide_own_label)
         dups = [n for n in result.neighbours if n.duplicate]
         if dups:
             st.warning("This image, or a re-encoded copy of it, was judged before: "

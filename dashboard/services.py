@@ -54,10 +54,15 @@ def flash(kind: str, text: str, page: str) -> None:
     st.session_state.setdefault("_flash", {}).setdefault(page, []).append((kind, text))
 
 
-def show_flashes(page: str, where: Any = None) -> None:
+def show_flashes(page: str, where: Any = None, *, compact: bool = False) -> None:
+    """Show (once) what the callbacks queued for ``page``. ``compact`` draws confirmations as one green
+    line instead of a box (a page where every click confirms, like Review); errors and warnings stay boxes."""
     target = where or st
     for kind, text in st.session_state.get("_flash", {}).pop(page, []):
-        getattr(target, kind)(text)
+        if compact and kind == "success":
+            target.markdown(f":green[:material/check_circle: {text}]")
+        else:
+            getattr(target, kind)(text)
 
 
 def act(page: str, action: str, fn: Any, *args: Any, success: str | None = None,

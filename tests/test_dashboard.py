@@ -675,6 +675,28 @@ def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, mo
     assert "#1 logit" in text and "shown from the store (this page)" in text
 
 
+def test_a_blind_second_review_shows_no_trace_of_the_first_label(env, tiny_model, monkeypatch):
+    """Neither the similar-items warning nor its list may show the item's own first label (its exact
+    duplicate) to the second reviewer; a near copy labelled earlier is still flagged."""
+    monkeypatch.setenv("LADEDA_SECOND_REVIEW_SHARE", "1.0")
+    store, shas = _submit_queue(env, tiny_model, n=1)
+    store.close()
+    from core.review.store import ReviewStore
+
+    with ReviewStore(env / "review.sqlite", second_review_share=1.0) as first:
+        assert first.claim_next("lee")["sha256"] == shas[0]
+        first.label(shas[0], "fake", "lee", note="lee-was-here")
+        assert first.item(shas[0])["agreement_state"] == "pending_second"
+    at = _review_claimed("ana")
+    assert _shown_sha(at) == shas[0][:12]
+    text = _texts(at)
+    assert "Blind second review" in text
+    assert "judged before" not in text and "lee" not in text, text
+    at.session_state["review-similar"] = True  # opening the list shows no trace either
+    _ok(at.run())
+    assert "lee" not in _texts(at) and "exact duplicate" not in _texts(at)
+
+
 def test_review_buttons_belong_to_the_item_whose_evidence_is_shown(env, tiny_model):
     store, shas = _submit_queue(env, tiny_model, n=3)
     at = _review_claimed("ana")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.review.agreement import cohen_kappa, first_two_labels
+from core.review.agreement import cohen_kappa, first_two_labels, labels_hidden_from
 from core.review.store import ReviewStore, StoreError
 
 MODEL = "a" * 64
@@ -44,6 +44,8 @@ def test_second_reviewer_is_independent_and_blind(open_store):
     assert item["queue_state"] == "queued" and item["review_stage"] == "second"
     assert item["agreement_state"] == "pending_second"
     assert store.claim_next("ana") is None  # the first reviewer cannot take the second review
+    assert labels_hidden_from(store.item(sha), "bo") and labels_hidden_from(store.item(sha), None)
+    assert not labels_hidden_from(store.item(sha), "ana")  # their own label
     claimed = store.claim_next("bo")
     assert claimed["sha256"] == sha and claimed["stage"] == "second" and claimed["current_label"] is None
     assert "second review" in claimed["reason"]
@@ -51,6 +53,7 @@ def test_second_reviewer_is_independent_and_blind(open_store):
     item = store.item(sha)
     assert item["queue_state"] == "labelled" and item["agreement_state"] == "agreed"
     assert [(e["reviewer"], e["stage"]) for e in item["label_events"]] == [("ana", "first"), ("bo", "second")]
+    assert not labels_hidden_from(item, "cy")  # agreed: nothing left to keep blind
 
 
 def test_disagreement_goes_to_adjudication_and_the_third_label_is_final(open_store, tmp_path):

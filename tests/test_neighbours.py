@@ -68,6 +68,11 @@ def test_re_encoded_copy_is_a_near_duplicate(tmp_path):
     # the very same bytes, already labelled: an exact duplicate, shown first
     exact = similar_items(store, sha256=shas[3], image=_image(103), clip_embedding=query, clip_key=KEY, k=3)
     assert exact.neighbours[0].sha256 == shas[3] and exact.neighbours[0].duplicate == "exact"
+    # in a blind second review the item's own label must not show through
+    blind = similar_items(store, sha256=shas[3], image=_image(103), clip_embedding=query, clip_key=KEY, k=3,
+                          include_self=False)
+    assert shas[3] not in [n.sha256 for n in blind.neighbours] and len(blind.neighbours) == 3
+    assert not any(n.duplicate == "exact" for n in blind.neighbours)
     store.close()
 
 

@@ -79,9 +79,11 @@ class NeighbourResult:
 
 
 def similar_items(store: "ReviewStore", *, sha256: str, image: Image.Image, clip_embedding: np.ndarray | None,
-                  clip_key: str | None, k: int = 5, min_store: int = MIN_STORE) -> NeighbourResult:
-    """The ``k`` nearest labelled items (excluding ``sha256`` itself unless it is labelled: an exact duplicate)."""
-    rows = [r for r in store.labelled_items(limit=None)]
+                  clip_key: str | None, k: int = 5, min_store: int = MIN_STORE,
+                  include_self: bool = True) -> NeighbourResult:
+    """The ``k`` nearest labelled items. ``sha256`` itself is among them only when it is labelled (an exact
+    duplicate) and ``include_self``: a blind second reviewer must not see the item's own label this way."""
+    rows = [r for r in store.labelled_items(limit=None) if include_self or r["sha256"] != sha256]
     ph, dh = image_hashes(image)
     found: list[Neighbour] = []
     embs: list[np.ndarray] = []

@@ -57,6 +57,15 @@ def agreement_state(stage: str | None, queue_state: str | None, labelled: bool) 
     return "pending_adjudication" if waiting else "adjudicated"
 
 
+def labels_hidden_from(item: Mapping[str, Any] | None, reviewer: str | None) -> bool:
+    """Whether ``reviewer`` must not see the item's earlier labels: it waits for a blind second review
+    or an adjudication that ``reviewer`` may be the one to give (they have not labelled it). Every
+    view of an item (its review state, similar reviewed items) asks this one rule."""
+    if not item or item.get("agreement_state") not in ("pending_second", "pending_adjudication"):
+        return False
+    return not any(e.get("reviewer") == reviewer for e in item.get("label_events") or [])
+
+
 def overturns(model_tier: str | None, label: str) -> bool:
     """True when a reviewer's label contradicts a clear model verdict (clearly real called fake, or back)."""
     return (model_tier == "real" and label == "fake") or (model_tier == "fake" and label == "real")

@@ -13,6 +13,7 @@ import time
 
 import streamlit as st
 
+from core.review import agreement
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
@@ -86,7 +87,9 @@ sha = sub.sha256
 _fx = st.session_state.setdefault("inspect-forensics-extras", {}).setdefault(sha, {})
 subject = widgets.forensics_subject(sub.evidence, sub.decoded, sub.analysis, extras=_fx)
 forensics_panels.verdict_extras(subject, det, store, who, key="inspect")
-learning_panels.similar_items_panel(store, sha, sub.decoded.image, key="inspect")
+item = store.item(sha) if sub.recorded else None
+labels_hidden = agreement.labels_hidden_from(item, who.name if who else None)  # blind double review
+learning_panels.similar_items_panel(store, sha, sub.decoded.image, key="inspect", hide_own_label=labels_hidden)
 
 
 def _send_to_review(sha: str) -> None:
@@ -112,12 +115,10 @@ with right:
         elif not sub.recorded:
             st.caption("The scoring was not saved, so it cannot be queued or labelled yet.")
         else:
-            item = store.item(sha)
             state = (item.get("queue") or {}).get("state")
             label = item.get("current_label")
-            if item.get("agreement_state") in ("pending_second", "pending_adjudication") \
-                    and not any(e.get("reviewer") == who.name for e in item.get("label_events") or []):
-                label = None  # blind double review: a possible next reviewer must not see earlier labels
+            if labels_hidden:  # a possible next reviewer must not see earlier labels
+                label = None
                 state = f"{state}, waiting for an independent {item.get('review_stage')} review"
             st.caption(f"Review state: {state or 'not queued'}"
                        + (f" · labelled {label['label']} by {label['reviewer']}" if label else ""))

@@ -16,20 +16,23 @@ import time
 import streamlit as st
 
 from core.imageio import decode_image
+from core.review import agreement
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
 PAGE = "review"
 KEY = "review_current"  # {"sha": ..., "claimed_at": epoch seconds}
 
-st.title("Review queue")
+# Title and counts share one row, and a decision's confirmation is one line, so the item's picture
+# starts high enough to be seen beside its verdict at 1280×800.
+title, *c = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+title.title("Review queue")
 store = services.store()
 who = services.require_identity()
 active = st.session_state.get("active_detector")
 det = active.detector if active is not None else None
 
 stats = store.queue_stats()
-c = st.columns(3)
 c[0].metric("Queued", stats.get("queued", 0))
 c[1].metric("Being reviewed", stats.get("leased", 0))
 c[2].metric("Labelled", stats.get("labelled", 0))
@@ -103,7 +106,7 @@ if current is None:  # resume an item this reviewer still holds (page reload, ne
         _set_current(mine[0]["sha256"])
         current = st.session_state[KEY]
 
-services.show_flashes(PAGE)
+services.show_flashes(PAGE, compact=True)
 st.toggle("Claim the next item after each decision", value=True, key="review-auto-next")
 
 
@@ -227,7 +230,8 @@ if ev is not None:
             _fx["sha"] = sha
         subject = widgets.forensics_subject(ev, decoded, extras=_fx)
         forensics_panels.verdict_extras(subject, det, store, who, key="review")
-        learning_panels.similar_items_panel(store, sha, decoded.image, key="review")
+        learning_panels.similar_items_panel(store, sha, decoded.image, key="review",
+                                            hide_own_label=agreement.labels_hidden_from(item, who.name))
     widgets.details(ev, image, key="review", render_ms=render_ms)
 with st.container(key=f"review-evidence-done-{sha[:12]}"):  # marker for the browser benchmark
     st.caption(f"Evidence of {item['name']} shown.")

@@ -58,7 +58,8 @@ def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str
                     col.image(thumb, alt=f"labelled {n.label}")
                 dist = "—" if n.distance is None else f"{n.distance:.3f}"
                 tag = f" · {n.duplicate} duplicate" if n.duplicate else ""
-                col.caption(f"**{n.label}** by {n.reviewer or '?'}{tag}  \n{n.name or n.sha256[:12]} · distance {dist}")
+                col.caption(f"**{n.label}** by {n.reviewer or '?'}{tag}  \n"
+                            f"{n.name or n.sha256[:12]} · distance {dist}")
 
 
 def adapt_panel(store: Any, registry: Any, detector: Any, who: Any, *, page: str) -> None:

@@ -290,6 +290,8 @@ def test_only_review_tier_is_queued_automatically_and_labels_stand(store, clock)
     store.label(review, "fake", "alice")
     store.record_scoring(review, model_sha256="b" * 64, logit=0.0, probability=0.5, tier="review")
     assert store.item(review)["queue_state"] == "labelled"  # a human label is not re-queued automatically
+    assert [(h["sha256"], h["name"], h["label"]) for h in store.label_history(reviewer="alice")] == [
+        (review, "img3.jpg", "fake")]  # the file name comes with each decision
     seen = store.labels_with_scorings()  # the label keeps the scoring it was given on, not the re-score
     assert [(r["sha256"], r["label"], r["model_sha256"], r["guardrails"]) for r in seen] == [
         (review, "fake", MODEL, {"ok": True})]

@@ -117,11 +117,7 @@ def _recent_decisions() -> None:
     st.markdown("**Your recent decisions**")
     rows = []
     for h in history:
-        try:
-            name = store.item(h["sha256"]).get("name")
-        except Exception:  # noqa: BLE001 - an entry whose item vanished still lists
-            name = None
-        rows.append({"image": widgets.stored_thumbnail(store, h["sha256"]), "file": name or h["sha256"][:12],
+        rows.append({"image": widgets.stored_thumbnail(store, h["sha256"]), "file": h.get("name") or h["sha256"][:12],
                      "kind": h["kind"], "label": h["label"], "note": h["note"], "at": h["created_at"]})
     st.dataframe(rows, hide_index=True, key="review-history",
                  column_config={"image": st.column_config.ImageColumn("image", width="small")})

@@ -174,12 +174,6 @@ class LabelsOwner:
         q = sa.select(*cols).select_from(current_labels.join(label_events, _E.id == c.event_id)).where(c.sha256 == sha)
         return self.db.row(q)
 
-    def history(self, reviewer: str | None, limit: int) -> list[dict[str, Any]]:
-        q = sa.select(label_events)
-        if reviewer:
-            q = q.where(_E.reviewer == reviewer)
-        return self.db.rows(q.order_by(_E.id.desc()).limit(int(limit)))
-
     def in_force(self, sha: str) -> list[dict[str, Any]]:
         """The item's label events that no undo cancelled, oldest first (with their review stage)."""
         return self.db.rows(sa.select(_E.id, _E.label, _E.reviewer, _E.stage, _E.created_at)

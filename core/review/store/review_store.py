@@ -412,9 +412,10 @@ class ReviewStore:
                 "reviewer_vs_model": reviewer_vs_model(tiers)}
 
     def label_history(self, *, reviewer: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Latest label and undo events first (the audit trail), optionally for one reviewer."""
+        """Latest label and undo events first (the audit trail), optionally for one reviewer; each
+        carries its item's file name (``name``), so a list of decisions needs no item reads."""
         with self.db.read():
-            return self.labels.history(check_reviewer(reviewer) if reviewer else None, limit)
+            return self.db.rows(views.label_history(check_reviewer(reviewer) if reviewer else None, limit))
 
     def labelled_items(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = 100,
                        offset: int = 0, **kwargs: Any) -> list[dict[str, Any]]:

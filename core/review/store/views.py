@@ -92,6 +92,14 @@ def labelled(filters: LabelFilters) -> sa.Select:
     return q.order_by(_C.labelled_at, _C.sha256)
 
 
+def label_history(reviewer: str | None, limit: int) -> sa.Select:
+    """Latest label and undo events first, each with its item's original file name (``name``)."""
+    q = sa.select(label_events, _I.name).select_from(label_events.join(items, _I.sha256 == _E.sha256))
+    if reviewer:
+        q = q.where(_E.reviewer == reviewer)
+    return q.order_by(_E.id.desc()).limit(int(limit))
+
+
 def labels_with_seen_scoring() -> sa.Select:
     """Every label in force with the scoring its label event was given on (the item's latest when the
     event names none): one query for what per-segment reliability counts, instead of one item history

@@ -25,11 +25,36 @@ TIER_COLOURS = {"real": "green", "review": "orange", "fake": "red"}
 # ---------------------------------------------------------------------------
 # Inspect and Review: everything below the verdict card
 # ---------------------------------------------------------------------------
-def verdict_extras(ev: Any, detector: Any, store: Any, who: Any, *, key: str) -> None:
-    """Reliability line, stress test, forensic layers and report download for one analysed image."""
+def verdict_extras(ev: Any, detector: Any, store: Any, who: Any, *, key: str, folded: bool = False) -> None:
+    """Reliability line, stress test, forensic layers and report download for one analysed image.
+
+    ``folded`` (Review, where a reviewer goes from item to item) puts the tools in an expander that is
+    drawn only while open (it stays open from item to item once opened); a stored stress-test outcome
+    is still said in one line beside it, a flip as a warning."""
     page = f"{key}-forensics"
     with services.guarded("reading the label record"):
         reliability_line(ev, store, key=key)
+    if not folded:
+        _tools(ev, detector, store, who, key=key, page=page)
+        return
+    services.show_flashes(page)
+    box = st.expander("Forensic tools: layers, stress test, evidence report", key=f"{key}-tools",
+                      on_change="rerun", icon=":material/biotech:")
+    if box.open:
+        with box:
+            _tools(ev, detector, store, who, key=key, page=page)
+        return
+    with services.guarded("reading the stress test"):
+        result = _probe_result(ev, detector, store)
+        if result is None:
+            st.caption("Stress test not run on this image yet (Forensic tools).")
+        elif result["flips"]:
+            st.warning(result["summary"], icon=":material/warning:")
+        else:
+            st.caption(f":material/verified: {result['summary']}")
+
+
+def _tools(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page: str) -> None:
     with st.container(border=True, key=f"{key}-forensics"):
         services.show_flashes(page)
         left, right = st.columns([3, 2])
@@ -102,7 +127,8 @@ def _run_probe(ev: Any, detector: Any, store: Any, who: Any, page: str) -> None:
             services.flash("warning", "The verdict flips under a benign edit: the item was sent to review.", page)
 
 
-def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page: str) -> None:
+def _probe_result(ev: Any, detector: Any, store: Any) -> dict[str, Any] | None:
+    """This image's stress test: run on this page, else the one stored for this model, else None."""
     from core.scoring.probe import stored_probe
 
     result = ev.extras.get("probe")
@@ -111,6 +137,11 @@ def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page:
                               model_sha256=detector.checkpoint.sha256)
         if result is not None:
             ev.extras["probe"] = result
+    return result
+
+
+def stress_test(ev: Any, detector: Any, store: Any, who: Any, *, key: str, page: str) -> None:
+    result = _probe_result(ev, detector, store)
     st.button("Stress test" if result is None else "Run the stress test again", key=f"{key}-probe",
               icon=":material/compress:", on_click=_run_probe, args=(ev, detector, store, who, page),
               help="Re-scores the image after JPEG q90 / q75 / q50, downscaling ×0.75 / ×0.5 and a 10 % centre "

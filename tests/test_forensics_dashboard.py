@@ -155,9 +155,18 @@ def test_review_offers_the_stress_test_on_the_claimed_item(data_dir, monkeypatch
     at.button(key="review-claim").click()
     _run(at)
     assert "reliable" in _texts(at)  # the reliability line next to the verdict
+    # the tools are folded on Review (drawn only once opened), and say that no stress test ran yet
+    assert "review-probe" not in [b.key for b in at.button]
+    assert "Stress test not run on this image yet" in _texts(at)
+    at.session_state["review-tools"] = True  # the reviewer opens "Forensic tools"
+    _run(at)
     at.button(key="review-probe").click()
     _run(at)
     assert "Unstable: the tier flips" in _texts(at)
+    at.session_state["review-tools"] = False  # folded again: the stored flip is still said, as a warning
+    _run(at)
+    assert "review-probe" not in [b.key for b in at.button]
+    assert any("Unstable: the tier flips" in w.value for w in at.warning)
     with _store(data_dir) as store:  # leased to ana: the probe is stored, the lease is not disturbed
         item = store.item(sha)
         assert item["queue_state"] == "leased" and item["queue"]["lease_reviewer"] == "ana"

@@ -225,7 +225,7 @@ if ev is not None:
             _fx.clear()
             _fx["sha"] = sha
         subject = widgets.forensics_subject(ev, decoded, extras=_fx)
-        forensics_panels.verdict_extras(subject, det, store, who, key="review")
+        forensics_panels.verdict_extras(subject, det, store, who, key="review", folded=True)
         learning_panels.similar_items_panel(store, sha, decoded.image, key="review",
                                             hide_own_label=agreement.labels_hidden_from(item, who.name))
     widgets.details(ev, image, key="review", render_ms=render_ms)

@@ -56,9 +56,9 @@ div[class*="-real"] button:disabled, div[class*="-fake"] button:disabled { opaci
 .st-key-review-actions [data-testid="stColumn"], .st-key-inspect-actions [data-testid="stColumn"] {
   min-width: 6.5rem; flex: 1 1 6.5rem; }
 .st-key-review-actions button p, .st-key-inspect-actions button p { white-space: nowrap; }
-/* Narrow screens (800 px): the verdict card's inner columns wrap instead of truncating "P(fake)". */
 /* Streamlit leaves 6rem above the first line; 4rem clears its 3.75rem top bar (opaque on narrow windows) */
 [data-testid="stMainBlockContainer"] { padding-top: 4rem; }
+/* Narrow screens (800 px): the verdict card's inner columns wrap instead of truncating "P(fake)". */
 @media (max-width: 1100px) {
   [class*="-verdict"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
   [class*="-verdict"] [data-testid="stColumn"] { min-width: 8rem; flex: 1 1 8rem; }

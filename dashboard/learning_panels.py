@@ -33,7 +33,7 @@ def similar_items_panel(store: Any, sha256: str, image: Image.Image, *, key: str
     with services.guarded("finding similar reviewed items"):
         clip_key = _encoder_key()
         stored = get_clip(store.artifacts, sha256, clip_key) if clip_key else None
-        result = similar_items(store, sha256=sha256, image=image, clip_embedding=stored[0] if stored else None,
+        result = similar_items(store, sha256=sha256, image=image, clip_embedding=stored.embedding if stored else None,
                                clip_key=clip_key, k=k, include_self=not hide_own_label)
         dups = [n for n in result.neighbours if n.duplicate]
         if dups:

@@ -126,3 +126,36 @@ def test_adapt_refuses_a_fit_worse_out_of_fold_unless_forced(tmp_path):
     else:  # the fit may tie the perfect active model; it must never be reported as better than AUC 1
         assert result.report["cv"]["after"]["auc"] >= result.report["cv"]["before"]["auc"]
     store.close()
+
+
+def test_stored_clip_features_without_block_tokens_cannot_feed_a_head_that_reads_them(tmp_path):
+    """The bundled model's CLIP head reads the CLS token of every block; an item scored before those
+    were stored counts as lacking CLIP features there, and still counts for a model that does not need them."""
+    from core.encoders.clip import ClipFeatures
+    from core.learning.adapt import labelled_features
+    from core.learning.features import ladeda_key, put_clip, put_ladeda
+    from core.paths import DEFAULT_MODEL
+    from core.scoring.analysis import learned_parts
+
+    bundled, tiny = load_checkpoint(DEFAULT_MODEL), load_checkpoint(DEFAULT_TINY_MODEL)
+    assert learned_parts(bundled).clip_needs_layers and not learned_parts(tiny).clip_needs_layers
+    store = ReviewStore(tmp_path / "r.sqlite")
+    rng = np.random.default_rng(5)
+    key = "clip-test-key"
+    for i in range(6):
+        sha = store.add_item(_image(rng, i), name=f"i{i}.png")
+        for ck in (bundled, tiny):
+            put_ladeda(store.artifacts, sha, ladeda_key(ck), rng.normal(size=ck.state_dict["fc.weight"].numel()))
+        layers = rng.normal(size=(12, 768)) if i < 4 else None  # items 4 and 5: stored by an older version
+        cls = layers[-1] if layers is not None else rng.normal(size=768)
+        put_clip(store.artifacts, sha, key, ClipFeatures(embedding=rng.normal(size=512), cls=cls, layers=layers))
+        store.label(sha, "fake" if i % 2 else "real", reviewer="alice")
+    new = labelled_features(store, bundled, key)
+    assert len(new.features) == 4 and new.skipped["no_clip"] == 2
+    assert new.features.clip_layers.shape == (4, 12, 768) and new.features.has_clip_for("clip_cls_layers")
+    np.testing.assert_allclose(new.features.clip_layers[:, -1], new.features.clip_cls, atol=1e-2)
+    old = labelled_features(store, tiny, key)
+    assert len(old.features) == 6 and old.skipped["no_clip"] == 0
+    assert old.features.clip_layers is None and not old.features.has_clip_for("clip_cls_layers")
+    assert old.features.has_clip_for("clip_cls")
+    store.close()

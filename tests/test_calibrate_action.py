@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.__main__ import main
+from core.encoders.clip import ClipFeatures
 from core.errors import CalibrationError
 from core.model.checkpoint import load_checkpoint
 from core.model.registry import ModelRegistry
@@ -158,7 +159,9 @@ def test_a_fused_model_is_calibrated_on_its_fused_logit_and_keeps_ladedas_own(tm
     # the base model keeps serving its own fused calibration until the version is used
     assert learned_parts(base).calibration["version"] == base.learning["calibration"]["version"]
     served = served_value(new, parts, ladeda_logit=0.3, ladeda_probability=0.5, ladeda_calibrated=True,
-                          pooled=None, clip=(np.ones(512, np.float32) / 512 ** 0.5, np.zeros(768, np.float32)),
+                          pooled=None, clip=ClipFeatures(embedding=np.ones(512, np.float32) / 512 ** 0.5,
+                                                         cls=np.zeros(768, np.float32),
+                                                         layers=np.zeros((12, 768), np.float32)),
                           clip_note=None)
     from core.calibration.calibrators import apply_record
 

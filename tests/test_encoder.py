@@ -55,6 +55,9 @@ def test_installed_encoder_gives_unit_embeddings_deterministically():
         pytest.skip(encoder_status())
     img = Image.open(io.BytesIO(_png(320, 240)))
     a, b = enc.encode(img), enc.encode(img)
-    assert a.embedding.shape == (512,) and a.cls.shape == (768,)
+    assert a.embedding.shape == (512,) and a.cls.shape == (768,) and a.layers.shape == (12, 768)
+    # the last block's CLS token is the file's own final CLS output; the earlier blocks differ from it
+    np.testing.assert_array_equal(a.layers[-1], a.cls)
+    assert all(np.abs(a.layers[i] - a.cls).max() > 1e-3 for i in range(11))
     assert abs(float(np.linalg.norm(a.embedding)) - 1.0) < 1e-5
     np.testing.assert_array_equal(a.embedding, b.embedding)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from core.calibration.metrics import auc
+from core.encoders.clip import ClipFeatures
 from core.learning.features import FeatureSet
 from core.learning.fusion import DEFAULT_PRIOR, fit_fusion
 from core.learning.heads import LinearHead, fit_logistic
@@ -70,7 +72,7 @@ def test_learning_record_survives_the_checkpoint_file(tmp_path):
     assert again.fuses
     np.testing.assert_allclose(again.clip_head.logits(cls_), head.logits(cls_), atol=1e-3)
     v = served_value(ck, again, ladeda_logit=0.4, ladeda_probability=0.6, ladeda_calibrated=True,
-                     pooled=None, clip=(emb[0], cls_[0]), clip_note=None)
+                     pooled=None, clip=ClipFeatures(embedding=emb[0], cls=cls_[0]), clip_note=None)
     assert v.used == "fused" and v.components["clip"] is not None
     expected = fusion.w_ladeda * 0.4 + fusion.w_clip * head.logits(cls_[:1])[0] + fusion.bias
     assert abs(v.logit - expected) < 1e-3 and v.components["fused"]["logit"] == round(v.logit, 6)
@@ -93,3 +95,26 @@ def test_feature_set_file_round_trip(tmp_path):
     assert back.sha256 == fs.sha256 and back.ladeda_key == "k" and back.clip_key == "c"
     np.testing.assert_allclose(back.ladeda, fs.ladeda, atol=1e-2 * np.abs(fs.ladeda).max())
     assert back.labels.tolist() == fs.labels.tolist() and torch is not None
+    assert back.clip_layers is None and not back.has_clip_for("clip_cls_layers") and back.has_clip_for("clip_cls")
+    # with the per-block CLS tokens (what the bundled base features carry)
+    fs.clip_layers = rng.normal(size=(5, 12, 768)).astype(np.float32)
+    fs.save(tmp_path / "g.npz")
+    back = FeatureSet.load(tmp_path / "g.npz")
+    assert back.clip_layers.shape == (5, 12, 768) and back.has_clip_for("clip_cls_layers")
+    np.testing.assert_allclose(back.clip_layers, fs.clip_layers, atol=1e-2 * np.abs(fs.clip_layers).max())
+    assert FeatureSet.concat([back, back.subset([0, 1])]).clip_layers.shape == (7, 12, 768)
+
+
+def test_a_head_on_block_tokens_reads_the_twelve_tokens_of_one_image_or_many():
+    from core.learning.features import FeatureError
+    from core.learning.parts import clip_input
+
+    rng = np.random.default_rng(6)
+    layers = rng.normal(size=(3, 12, 768))
+    many = clip_input("clip_cls_layers", rng.normal(size=(3, 512)), layers[:, -1], layers)
+    one = clip_input("clip_cls_layers", rng.normal(size=512), layers[0, -1], layers[0])
+    assert many.shape == (3, 12 * 768) and one.shape == (12 * 768,)
+    np.testing.assert_array_equal(one, many[0])
+    np.testing.assert_array_equal(many[:, -768:], layers[:, -1])
+    with pytest.raises(FeatureError, match="per-block CLS tokens"):
+        clip_input("clip_cls_layers", rng.normal(size=512), layers[0, -1], None)

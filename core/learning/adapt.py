@@ -60,8 +60,8 @@ class Heads:
     def logits(self, f: FeatureSet) -> dict[str, np.ndarray]:
         zl = self.ladeda.logits(f.ladeda)
         out = {"ladeda": zl}
-        if self.clip is not None and f.clip_cls is not None:
-            zc = self.clip.logits(clip_input(self.clip.feature, f.clip_embedding, f.clip_cls))
+        if self.clip is not None and f.has_clip_for(self.clip.feature):
+            zc = self.clip.logits(clip_input(self.clip.feature, f.clip_embedding, f.clip_cls, f.clip_layers))
             out["clip"] = zc
             out["fused"] = self.fusion.fuse(zl, zc) if self.fusion is not None else zl
         else:
@@ -103,9 +103,9 @@ def fit_recipe(current: Heads, labels: FeatureSet, base: FeatureSet | None, *, i
         lh = fit_logistic(d.ladeda, d.labels, l2=l2["ladeda"], sample_weight=w, prior=current.ladeda,
                           feature="ladeda")
         ch = None
-        if current.clip is not None and d.clip_cls is not None:
-            ch = fit_logistic(clip_input(current.clip.feature, d.clip_embedding, d.clip_cls), d.labels,
-                              l2=l2["clip"], sample_weight=w, prior=current.clip, feature=current.clip.feature)
+        if current.clip is not None and d.has_clip_for(current.clip.feature):
+            ch = fit_logistic(clip_input(current.clip.feature, d.clip_embedding, d.clip_cls, d.clip_layers),
+                              d.labels, l2=l2["clip"], sample_weight=w, prior=current.clip, feature=current.clip.feature)
         return lh, ch
 
     lh, ch = heads_on(data, sw)
@@ -122,7 +122,7 @@ def fit_recipe(current: Heads, labels: FeatureSet, base: FeatureSet | None, *, i
             ilh, ich = heads_on(data.subset(train_idx), sw[train_idx])
             sub = labels.subset(np.flatnonzero(test))
             zl[test] = ilh.logits(sub.ladeda)
-            zc[test] = ich.logits(clip_input(ich.feature, sub.clip_embedding, sub.clip_cls))
+            zc[test] = ich.logits(clip_input(ich.feature, sub.clip_embedding, sub.clip_cls, sub.clip_layers))
         if len(set(labels.labels.tolist())) == 2:
             prior = current.fusion.to_record() if current.fusion is not None else dict(DEFAULT_PRIOR)
             fusion = fit_fusion(zl, zc, labels.labels, prior={k: prior[k] for k in ("w_ladeda", "w_clip", "bias")})
@@ -153,10 +153,16 @@ class LabelSet:
 
 
 def labelled_features(store: Any, checkpoint: Any, clip_key: str | None) -> LabelSet:
-    """Reviewer labels (real/fake; unsure excluded) with the features stored when they were scored."""
+    """Reviewer labels (real/fake; unsure excluded) with the features stored when they were scored.
+
+    When the model's CLIP head reads the per-block CLS tokens, an item whose stored CLIP features
+    predate them counts as lacking CLIP features (``no_clip``): re-scoring it stores them."""
+    from core.scoring.analysis import learned_parts
+
     rows = store.labelled_items(limit=None)
     lkey = ladeda_key(checkpoint)
-    keep, lad, emb, cls_ = [], [], [], []
+    need_layers = bool(clip_key) and learned_parts(checkpoint).clip_needs_layers
+    keep, lad, emb, cls_, layers = [], [], [], [], []
     skipped = {"unsure": 0, "no_features": 0, "no_clip": 0}
     for r in rows:
         if r["label"] not in ("real", "fake"):
@@ -167,18 +173,20 @@ def labelled_features(store: Any, checkpoint: Any, clip_key: str | None) -> Labe
             skipped["no_features"] += 1
             continue
         c = get_clip(store.artifacts, r["sha256"], clip_key) if clip_key else None
-        if clip_key and c is None:
+        if clip_key and (c is None or (need_layers and c.layers is None)):
             skipped["no_clip"] += 1
             continue
         keep.append(r)
         lad.append(pooled)
         if c is not None:
-            emb.append(c[0])
-            cls_.append(c[1])
+            emb.append(c.embedding)
+            cls_.append(c.cls)
+            layers.append(c.layers)
     y = np.asarray([1 if r["label"] == "fake" else 0 for r in keep], dtype=int)
     fs = FeatureSet(sha256=[r["sha256"] for r in keep], labels=y,
                     ladeda=np.stack(lad) if lad else np.zeros((0, checkpoint.state_dict["fc.weight"].numel())),
                     clip_embedding=np.stack(emb) if emb else None, clip_cls=np.stack(cls_) if cls_ else None,
+                    clip_layers=np.stack(layers) if layers and all(x is not None for x in layers) else None,
                     groups=["reviewed"] * len(keep), ladeda_key=lkey, clip_key=clip_key)
     return LabelSet(features=fs, rows=keep, skipped=skipped)
 

@@ -18,6 +18,8 @@ BUNDLED_BASE = MODELS_DIR / "ladeda9.base_features.npz"
 
 def resolve_base(checkpoint: Any, base_data: str | None, *, encoder: Any | None, cache: Any) -> FeatureSet | None:
     """Base features for this checkpoint's backbone, or None when none match (adapt then pulls to current heads)."""
+    from core.scoring.analysis import learned_parts
+
     if base_data:
         p = Path(base_data)
         if p.is_file():
@@ -30,6 +32,11 @@ def resolve_base(checkpoint: Any, base_data: str | None, *, encoder: Any | None,
             raise FeatureError(f"--base-data {p} is neither a folder nor a features file.")
         if fs.ladeda_key != ladeda_key(checkpoint):
             raise FeatureError(f"{p} holds features of another backbone; they do not describe this model.")
+        if encoder is not None and fs.clip_embedding is not None and fs.clip_layers is None \
+                and learned_parts(checkpoint).clip_needs_layers:
+            raise FeatureError(f"{p} has CLIP features without the per-block CLS tokens this model's CLIP head "
+                               "reads (a file written by an older version); give the image folder instead, "
+                               "so they are extracted again.")
         return fs
     if BUNDLED_BASE.is_file():
         fs = FeatureSet.load(BUNDLED_BASE)

@@ -5,8 +5,10 @@ Two kinds, both stored through :class:`core.review.artifacts.ArtifactStore`:
 - ``ladeda_pooled``: the LaDeDa pooled features (mean over patches of the
   2048-d features before ``fc``; float16), keyed by the checkpoint's
   :func:`~core.model.registry.weights_key`;
-- ``clip``: the CLIP embedding (512-d, unit norm) and CLS token (768-d),
-  float16, keyed by the encoder's key.
+- ``clip``: the CLIP embedding (512-d, unit norm), the final CLS token (768-d)
+  and the CLS token after each of the 12 blocks (12×768), float16, keyed by the
+  encoder's key. Artifacts stored before the per-block tokens existed have no
+  ``layers``; readers that need them treat the item as lacking CLIP features.
 
 :func:`extract_folder` computes them for a labelled folder (``0_real``/``1_fake``
 anywhere below it) once per model, caching per image, and returns a
@@ -20,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -28,9 +30,21 @@ from core.errors import DetectorError
 from core.imageio import DecodedImage
 from core.review.artifacts import ArtifactStore
 
+if TYPE_CHECKING:
+    from core.encoders.clip import ClipFeatures
+
 LADEDA_KIND = "ladeda_pooled"
 CLIP_KIND = "clip"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+#: CLIP head feature that reads the CLS token after each of the 12 blocks, concatenated (12×768).
+CLIP_LAYERS_FEATURE = "clip_cls_layers"
+
+
+def needs_layers(feature: str) -> bool:
+    """Whether a CLIP head reading ``feature`` needs the per-block CLS tokens."""
+    return feature == CLIP_LAYERS_FEATURE
 
 
 class FeatureError(DetectorError):
@@ -50,9 +64,12 @@ def put_ladeda(artifacts: ArtifactStore, sha: str, key: str, pooled: np.ndarray)
     artifacts.put(sha, key, LADEDA_KIND, {"pooled": np.asarray(pooled, dtype=np.float16)})
 
 
-def put_clip(artifacts: ArtifactStore, sha: str, key: str, embedding: np.ndarray, cls: np.ndarray) -> None:
-    artifacts.put(sha, key, CLIP_KIND, {"embedding": np.asarray(embedding, dtype=np.float16),
-                                        "cls": np.asarray(cls, dtype=np.float16)})
+def put_clip(artifacts: ArtifactStore, sha: str, key: str, features: "ClipFeatures") -> None:
+    arrays = {"embedding": np.asarray(features.embedding, dtype=np.float16),
+              "cls": np.asarray(features.cls, dtype=np.float16)}
+    if features.layers is not None:
+        arrays["layers"] = np.asarray(features.layers, dtype=np.float16)
+    artifacts.put(sha, key, CLIP_KIND, arrays)
 
 
 def get_ladeda(artifacts: ArtifactStore, sha: str, key: str) -> np.ndarray | None:
@@ -60,9 +77,22 @@ def get_ladeda(artifacts: ArtifactStore, sha: str, key: str) -> np.ndarray | Non
     return None if got is None else got[0]["pooled"].astype(np.float32)
 
 
-def get_clip(artifacts: ArtifactStore, sha: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def get_clip(artifacts: ArtifactStore, sha: str, key: str) -> "ClipFeatures | None":
+    from core.encoders.clip import ClipFeatures
+
     got = artifacts.get(sha, key, CLIP_KIND)
-    return None if got is None else (got[0]["embedding"].astype(np.float32), got[0]["cls"].astype(np.float32))
+    if got is None:
+        return None
+    arrays = got[0]
+    layers = arrays.get("layers")
+    return ClipFeatures(embedding=arrays["embedding"].astype(np.float32), cls=arrays["cls"].astype(np.float32),
+                        layers=None if layers is None else layers.astype(np.float32))
+
+
+def has_clip_layers(artifacts: ArtifactStore, sha: str, key: str) -> bool:
+    """Whether the stored CLIP features of ``sha`` include the per-block CLS tokens."""
+    got = get_clip(artifacts, sha, key)
+    return got is not None and got.layers is not None
 
 
 @dataclass
@@ -74,6 +104,7 @@ class FeatureSet:
     ladeda: np.ndarray  #: N×2048 float32
     clip_embedding: np.ndarray | None = None  #: N×512
     clip_cls: np.ndarray | None = None  #: N×768
+    clip_layers: np.ndarray | None = None  #: N×12×768 (CLS token after each block); None if any row lacks it
     groups: list[str] = field(default_factory=list)  #: e.g. source folder or file prefix
     data_hash: str = ""
     ladeda_key: str = ""
@@ -82,12 +113,17 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.sha256)
 
+    def has_clip_for(self, feature: str) -> bool:
+        """Whether every row has the CLIP features a head reading ``feature`` needs."""
+        return self.clip_embedding is not None and (self.clip_layers is not None or not needs_layers(feature))
+
     def subset(self, index: np.ndarray | list[int]) -> "FeatureSet":
         idx = np.asarray(index, dtype=int)
         return FeatureSet(
             sha256=[self.sha256[i] for i in idx], labels=self.labels[idx], ladeda=self.ladeda[idx],
             clip_embedding=None if self.clip_embedding is None else self.clip_embedding[idx],
             clip_cls=None if self.clip_cls is None else self.clip_cls[idx],
+            clip_layers=None if self.clip_layers is None else self.clip_layers[idx],
             groups=[self.groups[i] for i in idx] if self.groups else [],
             data_hash=self.data_hash, ladeda_key=self.ladeda_key, clip_key=self.clip_key)
 
@@ -97,11 +133,13 @@ class FeatureSet:
         if not parts:
             raise FeatureError("No features to combine.")
         has_clip = all(p.clip_embedding is not None for p in parts)
+        has_layers = has_clip and all(p.clip_layers is not None for p in parts)
         return FeatureSet(
             sha256=[s for p in parts for s in p.sha256], labels=np.concatenate([p.labels for p in parts]),
             ladeda=np.concatenate([p.ladeda for p in parts]),
             clip_embedding=np.concatenate([p.clip_embedding for p in parts]) if has_clip else None,
             clip_cls=np.concatenate([p.clip_cls for p in parts]) if has_clip else None,
+            clip_layers=np.concatenate([p.clip_layers for p in parts]) if has_layers else None,
             groups=[g for p in parts for g in (p.groups or [""] * len(p))],
             data_hash=hashlib.sha256("".join(p.data_hash for p in parts).encode()).hexdigest(),
             ladeda_key=parts[0].ladeda_key, clip_key=parts[0].clip_key if has_clip else None)
@@ -117,6 +155,8 @@ class FeatureSet:
         if self.clip_embedding is not None:
             arrays["clip_embedding"] = self.clip_embedding.astype(np.float16)
             arrays["clip_cls"] = self.clip_cls.astype(np.float16)
+            if self.clip_layers is not None:
+                arrays["clip_layers"] = self.clip_layers.astype(np.float16)
         info = {"data_hash": self.data_hash, "ladeda_key": self.ladeda_key, "clip_key": self.clip_key,
                 **(meta or {})}
         arrays["__meta__"] = np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
@@ -138,6 +178,8 @@ class FeatureSet:
                            ladeda=z["ladeda"].astype(np.float32),
                            clip_embedding=z["clip_embedding"].astype(np.float32) if has_clip else None,
                            clip_cls=z["clip_cls"].astype(np.float32) if has_clip else None,
+                           clip_layers=(z["clip_layers"].astype(np.float32)
+                                        if has_clip and "clip_layers" in z.files else None),
                            groups=[str(g) for g in z["groups"]], data_hash=meta.get("data_hash", ""),
                            ladeda_key=meta.get("ladeda_key", ""), clip_key=meta.get("clip_key"))
         except FileNotFoundError:
@@ -205,9 +247,8 @@ def extract_folder(root: str | os.PathLike, detector: Any, encoder: Any | None, 
     t0 = time.time()
     for which in passes:
         for i, ((f, _, _), sha) in enumerate(zip(files, shas)):
-            if which in ("clip", "both") and not cache.has(sha, ckey, CLIP_KIND):
-                feats = encoder.encode(decode(f))
-                put_clip(cache, sha, ckey, feats.embedding, feats.cls)
+            if which in ("clip", "both") and not has_clip_layers(cache, sha, ckey):
+                put_clip(cache, sha, ckey, encoder.encode(decode(f)))
             if which in ("ladeda", "both") and not cache.has(sha, lkey, LADEDA_KIND):
                 model_input = detector.prepare(decode(f))
                 _, pooled = detector.forward(model_input.tensor)
@@ -216,10 +257,12 @@ def extract_folder(root: str | os.PathLike, detector: Any, encoder: Any | None, 
                 print(f"[{which}] {i + 1}/{len(files)} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     labels = np.asarray([lab for _, lab, _ in files], dtype=int)
     lad = np.stack([get_ladeda(cache, s, lkey) for s in shas])
-    emb = cls_tok = None
+    emb = cls_tok = layers = None
     if ckey is not None:
-        pairs = [get_clip(cache, s, ckey) for s in shas]
-        emb, cls_tok = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        got = [get_clip(cache, s, ckey) for s in shas]
+        emb, cls_tok = np.stack([c.embedding for c in got]), np.stack([c.cls for c in got])
+        layers = np.stack([c.layers for c in got])
     return FeatureSet(sha256=shas, labels=labels, ladeda=lad, clip_embedding=emb, clip_cls=cls_tok,
+                      clip_layers=layers,
                       groups=[g for _, _, g in files], data_hash=data_hash(zip(shas, labels.tolist())),
                       ladeda_key=lkey, clip_key=ckey)

@@ -96,7 +96,7 @@ def similar_items(store: "ReviewStore", *, sha256: str, image: Image.Image, clip
         r["_bits"], r["_dup"] = bits, dup
         feats = get_clip(store.artifacts, r["sha256"], clip_key) if clip_key else None
         if feats is not None:
-            embs.append(feats[0])
+            embs.append(feats.embedding)
             with_emb.append(r)
         if dup:
             found.append(_neighbour(r, None))

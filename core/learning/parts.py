@@ -17,13 +17,17 @@ the OOD finding. Scoring, adapt's evaluation and the loop benchmark all call it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.learning.features import CLIP_LAYERS_FEATURE, FeatureError, needs_layers
 from core.learning.fusion import Fusion
 from core.learning.heads import LinearHead
 from core.learning.ood import OodGuard
+
+if TYPE_CHECKING:
+    from core.encoders.clip import ClipFeatures
 
 LEARNING_FORMAT = "ladeda-learning-1"
 
@@ -69,18 +73,32 @@ class LearnedParts:
     def fuses(self) -> bool:
         return self.clip_head is not None and self.fusion is not None
 
-    def clip_logit(self, embedding: np.ndarray, cls_token: np.ndarray) -> float:
-        return float(self.clip_head.logits(clip_input(self.clip_head.feature, embedding, cls_token)[None])[0])
+    def clip_logit(self, clip: "ClipFeatures") -> float:
+        x = clip_input(self.clip_head.feature, clip.embedding, clip.cls, clip.layers)
+        return float(self.clip_head.logits(x[None])[0])
+
+    @property
+    def clip_needs_layers(self) -> bool:
+        """Whether the CLIP head reads the per-block CLS tokens (stored features without them cannot serve it)."""
+        return self.clip_head is not None and needs_layers(self.clip_head.feature)
 
 
-def clip_input(feature: str, embedding: np.ndarray, cls_token: np.ndarray) -> np.ndarray:
-    """The CLIP features a head reads, by its ``feature`` name (works on one row or N rows)."""
+def clip_input(feature: str, embedding: np.ndarray, cls_token: np.ndarray,
+               layers: np.ndarray | None = None) -> np.ndarray:
+    """The CLIP features a head reads, by its ``feature`` name (works on one row or N rows).
+
+    ``layers`` is one image's 12×768 per-block CLS tokens, or N×12×768."""
     if feature == "clip_embedding":
         return np.asarray(embedding)
     if feature == "clip_cls":
         return np.asarray(cls_token)
     if feature == "clip_both":
         return np.concatenate([np.asarray(embedding), np.asarray(cls_token)], axis=-1)
+    if feature == CLIP_LAYERS_FEATURE:
+        if layers is None:
+            raise FeatureError("This CLIP head reads the per-block CLS tokens, which these stored features lack.")
+        arr = np.asarray(layers)
+        return arr.reshape(-1) if arr.ndim == 2 else arr.reshape(arr.shape[0], -1)
     raise ValueError(f"Unknown CLIP head feature {feature!r}")
 
 
@@ -108,7 +126,7 @@ def _probability(record: dict[str, Any] | None, z: float) -> tuple[float, bool]:
 
 
 def served_value(checkpoint: Any, parts: LearnedParts, *, ladeda_logit: float, ladeda_probability: float,
-                 ladeda_calibrated: bool, pooled: np.ndarray | None, clip: tuple[np.ndarray, np.ndarray] | None,
+                 ladeda_calibrated: bool, pooled: np.ndarray | None, clip: "ClipFeatures | None",
                  clip_note: str | None) -> ServedValue:
     """Fuse when both the encoder's features and a fitted fusion exist; otherwise serve LaDeDa alone."""
     lad = {"logit": round(float(ladeda_logit), 6), "probability": round(float(ladeda_probability), 6)}
@@ -117,7 +135,7 @@ def served_value(checkpoint: Any, parts: LearnedParts, *, ladeda_logit: float, l
         note = "This model has no fitted CLIP head and fusion: scored by LaDeDa alone."
     ood = None
     if parts.ood is not None and pooled is not None:
-        ood = parts.ood.check(pooled, clip[0] if (clip is not None and parts.fuses) else None)
+        ood = parts.ood.check(pooled, clip.embedding if (clip is not None and parts.fuses) else None)
     if clip is None or not parts.fuses:
         return ServedValue(logit=float(ladeda_logit), probability=float(ladeda_probability),
                            calibrated=ladeda_calibrated, used="ladeda", tiers=checkpoint.tiers,
@@ -125,7 +143,7 @@ def served_value(checkpoint: Any, parts: LearnedParts, *, ladeda_logit: float, l
                            components={"ladeda": lad, "clip": None, "fused": dict(lad), "used": "ladeda",
                                        "clip_note": note},
                            ood=ood, note=note)
-    zc = parts.clip_logit(*clip)
+    zc = parts.clip_logit(clip)
     zf = float(parts.fusion.fuse(ladeda_logit, zc))
     pf, cal = _probability(parts.calibration, zf)
     comps = {"ladeda": lad, "clip": {"logit": round(zc, 6), "probability": round(_sigmoid(zc), 6)},

@@ -109,7 +109,7 @@ def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str
     parts = learned_parts(detector.checkpoint)
     served = served_value(detector.checkpoint, parts, ladeda_logit=score.logit, ladeda_probability=score.probability,
                           ladeda_calibrated=score.calibrated, pooled=score.pooled_features,
-                          clip=(clip.embedding, clip.cls) if clip is not None else None, clip_note=clip_note)
+                          clip=clip, clip_note=clip_note)
     t0 = time.perf_counter()
     report = run_guardrails(decoded, detector, model_input_size=tuple(score.image["model_input"])) if guardrails else None
     t1 = time.perf_counter()
@@ -158,7 +158,7 @@ def store_features(store: "ReviewStore", analysis: Analysis) -> None:
     if analysis.score.pooled_features is not None and keys.get("ladeda"):
         put_ladeda(store.artifacts, sha, keys["ladeda"], analysis.score.pooled_features)
     if analysis.clip is not None and keys.get("clip"):
-        put_clip(store.artifacts, sha, keys["clip"], analysis.clip.embedding, analysis.clip.cls)
+        put_clip(store.artifacts, sha, keys["clip"], analysis.clip)
     from core.learning.neighbours import put_hashes
 
     put_hashes(store.artifacts, sha, analysis.decoded.image)

@@ -129,7 +129,7 @@ def ood_reason(ood: dict[str, Any]) -> str:
 
 
 #: Rule 7: how far beyond 0.5 each part's probability must lean for a fused clear verdict.
-AGREEMENT_MARGIN = 0.05
+AGREEMENT_MARGIN = 0.10
 
 
 def parts_disagree(tier: str, p_ladeda: float | None, p_clip: float | None,

@@ -55,8 +55,6 @@ PROVENANCE = {
 
 #: Residual-stream outputs of the 12 transformer blocks (the last is the file's own hidden-state output).
 LAYER_OUTPUTS = tuple(f"/vision_model/encoder/layers.{i}/Add_1_output_0" for i in range(11))
-N_LAYERS = 12
-WIDTH = 768
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -109,7 +109,8 @@ def fit_recipe(current: Heads, labels: FeatureSet, base: FeatureSet | None, *, i
         ch = None
         if current.clip is not None and d.has_clip_for(current.clip.feature):
             ch = fit_logistic(clip_input(current.clip.feature, d.clip_embedding, d.clip_cls, d.clip_layers),
-                              d.labels, l2=l2["clip"], sample_weight=w, prior=current.clip, feature=current.clip.feature)
+                              d.labels, l2=l2["clip"], sample_weight=w, prior=current.clip,
+                              feature=current.clip.feature)
         return lh, ch
 
     lh, ch = heads_on(data, sw)

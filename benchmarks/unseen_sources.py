@@ -30,7 +30,6 @@ that are right (the acceptance criteria: ≤ 5 %, ≥ 20 %, ≥ 80 %).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -44,15 +43,8 @@ STRESS = "thumbnails-gemini"
 
 def _sources(corpus: Path, fs, split: str) -> list[str]:
     """The manifest's source per row of a split's feature set (file-name groups when no manifest)."""
-    from core.learning.features import labelled_files
-
-    manifest = corpus / "manifest.csv"
-    if not manifest.is_file():
-        return list(fs.groups)
-    by_path = {r["path"]: r["source"] for r in csv.DictReader(manifest.open()) if r["split"] == split}
-    files = labelled_files(corpus / split)  # the order extract_folder used
-    assert len(files) == len(fs)
-    return [by_path.get(str(f.relative_to(corpus)), g) for f, _, g in files]
+    del corpus, split  # extract_folder read the manifest (core.learning.features.manifest_sources)
+    return list(fs.sources) if fs.sources else list(fs.groups)
 
 
 def served(ckpt, parts, f):

@@ -118,3 +118,130 @@ def test_a_head_on_block_tokens_reads_the_twelve_tokens_of_one_image_or_many():
     np.testing.assert_array_equal(many[:, -768:], layers[:, -1])
     with pytest.raises(FeatureError, match="per-block CLS tokens"):
         clip_input("clip_cls_layers", rng.normal(size=512), layers[0, -1], None)
+
+
+def test_every_source_weighs_the_same_and_unknown_sources_change_nothing():
+    from core.learning.heads import balanced_weights
+
+    w = balanced_weights(["big"] * 8 + ["small"] * 2, 10)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[:8].sum() == pytest.approx(w[8:].sum())  # 8 rows of one source weigh what 2 of another do
+    assert balanced_weights([], 4).tolist() == [1.0] * 4
+    assert balanced_weights(["only"] * 3, 3).tolist() == [1.0] * 3
+    assert balanced_weights(["a", "b"], 3).tolist() == [1.0] * 3  # a list that does not fit the rows is ignored
+
+
+def test_a_source_balanced_head_follows_the_cue_every_source_shares():
+    """One big source carries a shortcut that a small source contradicts; weighing sources
+    equally makes the head follow the cue both share, which is what transfers to a new one."""
+    from core.learning.heads import balanced_weights
+
+    rng = np.random.default_rng(8)
+    rows, sources = [], []
+    for name, n, shortcut_sign in (("big", 400, 1.0), ("small", 80, -1.0)):
+        y = rng.integers(0, 2, n)
+        shared = (2 * y - 1) * 0.6 + rng.normal(size=n)
+        shortcut = shortcut_sign * (2 * y - 1) * 1.5 + rng.normal(size=n)
+        rows.append((np.c_[shared, shortcut], y))
+        sources += [name] * n
+    x = np.concatenate([r[0] for r in rows])
+    y = np.concatenate([r[1] for r in rows])
+    plain = fit_logistic(x, y, l2=1e-3)
+    balanced = fit_logistic(x, y, l2=1e-3, sample_weight=balanced_weights(sources, len(y)))
+    unseen_y = rng.integers(0, 2, 500)  # a new source: the shared cue only
+    unseen = np.c_[(2 * unseen_y - 1) * 0.6 + rng.normal(size=500), 2 * rng.normal(size=500)]
+    assert auc(balanced.logits(unseen), unseen_y) > auc(plain.logits(unseen), unseen_y) + 0.05
+    # the big source's shortcut is followed by the plain head, and cancels out in the balanced one
+    assert abs(balanced.raw()[0][1]) < 0.25 * plain.raw()[0][1]
+
+
+def test_sources_come_from_the_corpus_manifest_and_survive_the_file(tmp_path):
+    from PIL import Image
+
+    from core.learning.features import labelled_files, manifest_sources
+
+    corpus = tmp_path / "corpus"
+    for rel in ("train/0_real/photo-1.png", "train/1_fake/gen-1.png", "train/1_fake/gen-2.png"):
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(corpus / rel)
+    (corpus / "manifest.csv").write_text("path,split,label,source\n"
+                                         "train/0_real/photo-1.png,train,real,faces\n"
+                                         "train/1_fake/gen-1.png,train,fake,faces\n"
+                                         "train/1_fake/gen-2.png,train,fake,scenes\n")
+    files = [f for f, _, _ in labelled_files(corpus / "train")]
+    assert manifest_sources(corpus / "train", files) == ["faces", "faces", "scenes"]
+    assert manifest_sources(tmp_path, files) == []  # no manifest there or above it
+    (corpus / "manifest.csv").write_text("path,split\ntrain/0_real/photo-1.png,train\n")
+    assert manifest_sources(corpus / "train", files) == []  # a manifest without sources says nothing
+
+    rng = np.random.default_rng(9)
+    fs = FeatureSet(sha256=[f"{i:064x}" for i in range(3)], labels=np.array([0, 1, 1]),
+                    ladeda=rng.normal(size=(3, 2048)).astype(np.float32), sources=["faces", "faces", "scenes"])
+    fs.save(tmp_path / "s.npz")
+    back = FeatureSet.load(tmp_path / "s.npz")
+    assert back.sources == ["faces", "faces", "scenes"]
+    assert back.subset([2, 0]).sources == ["scenes", "faces"]
+    no_sources = FeatureSet(sha256=["x" * 64], labels=np.array([0]), ladeda=fs.ladeda[:1])
+    assert FeatureSet.concat([back, no_sources]).sources == ["faces", "faces", "scenes", ""]
+    assert FeatureSet.concat([no_sources, no_sources]).sources == []
+
+
+def test_the_bundled_recipe_weighs_the_training_sources_equally():
+    """``fit_base_parts`` fits its CLIP head with every corpus source weighing the same (the
+    choice made leave-one-source-out, see core.learning.base) and says so in the provenance."""
+    from core.learning.base import CLIP_FEATURE, CLIP_L2, fit_base_parts
+    from core.learning.heads import balanced_weights
+    from core.learning.parts import clip_input
+
+    ckpt = load_checkpoint(DEFAULT_TINY_MODEL)
+    dim = ckpt.state_dict["fc.weight"].shape[1]
+    rng = np.random.default_rng(10)
+
+    def split(n_big: int, n_small: int) -> FeatureSet:
+        y = np.r_[rng.integers(0, 2, n_big), rng.integers(0, 2, n_small)]
+        layers = rng.normal(size=(len(y), 12, 768)).astype(np.float32)
+        layers[:, 11, 0] += (2 * y - 1) * 0.8  # a cue every source shares
+        layers[:n_big, 11, 1] += (2 * y[:n_big] - 1) * 1.5  # a shortcut of the big source only
+        sources = ["big"] * n_big + ["small"] * n_small
+        return FeatureSet(sha256=[f"{rng.integers(1 << 62):064x}" for _ in y], labels=y,
+                          ladeda=rng.normal(size=(len(y), dim)).astype(np.float32),
+                          clip_embedding=rng.normal(size=(len(y), 512)).astype(np.float32),
+                          clip_cls=layers[:, 11].copy(), clip_layers=layers, groups=sources, sources=sources)
+
+    train, val = split(120, 30), split(40, 20)
+    parts = fit_base_parts(ckpt, train, val)
+    assert parts.provenance["clip_head"]["sources_weighted_equally"] == ["big", "small"]
+    x = clip_input(CLIP_FEATURE, train.clip_embedding, train.clip_cls, train.clip_layers)
+    balanced = fit_logistic(x, train.labels, l2=CLIP_L2, sample_weight=balanced_weights(train.sources, len(train)))
+    plain = fit_logistic(x, train.labels, l2=CLIP_L2)
+    np.testing.assert_allclose(parts.clip_head.logits(x), balanced.logits(x), atol=1e-6)
+    assert np.abs(plain.logits(x) - balanced.logits(x)).max() > 1e-2  # the weighting changed the head
+
+
+def test_adapt_weighs_the_base_sources_equally_and_each_label_the_same():
+    from core.learning.adapt import Heads, fit_recipe
+
+    rng = np.random.default_rng(11)
+    dim = 16
+
+    def rows(n: int, sources: list[str] | None) -> FeatureSet:
+        y = rng.integers(0, 2, n)
+        lad = rng.normal(size=(n, dim)).astype(np.float32)
+        lad[:, 0] += (2 * y - 1) * 0.7
+        if sources:
+            big = np.asarray(sources) == "big"
+            lad[big, 1] += (2 * y[big] - 1) * 1.5  # the big source's shortcut
+        return FeatureSet(sha256=[f"{rng.integers(1 << 62):064x}" for _ in range(n)], labels=y, ladeda=lad,
+                          sources=sources or [])
+
+    base = rows(300, ["big"] * 250 + ["small"] * 50)
+    labels = rows(40, None)
+    prior = fit_logistic(base.ladeda, base.labels, l2=1.0)
+    current = Heads(ladeda=prior, clip=None, fusion=None)
+    balanced = fit_recipe(current, labels, base).ladeda
+    unbalanced = fit_recipe(current, labels, FeatureSet(sha256=base.sha256, labels=base.labels,
+                                                        ladeda=base.ladeda)).ladeda
+    one_source = fit_recipe(current, labels, FeatureSet(sha256=base.sha256, labels=base.labels,
+                                                        ladeda=base.ladeda, sources=["only"] * 300)).ladeda
+    assert balanced.raw()[0][1] < unbalanced.raw()[0][1]  # less of the big source's shortcut
+    np.testing.assert_allclose(one_source.raw()[0], unbalanced.raw()[0], atol=1e-9)  # one source: plain weights

@@ -5,8 +5,8 @@ and the loop benchmark. Backbones are untouched: only linear heads on features
 stored at scoring time are refitted, so it takes seconds.
 
 Recipe (:func:`fit_recipe`):
-- each head is fitted on the base features (weight 1) plus the reviewer labels
-  (weight ``LABEL_WEIGHT``), pulled toward the *current* head; without base data
+- each head is fitted on the base features (mean weight 1, every source of them
+  weighing the same) plus the reviewer labels (weight ``LABEL_WEIGHT``), pulled toward the *current* head; without base data
   the pull is stronger, so a few labels nudge the model instead of replacing it;
 - the fusion is refitted on out-of-fold head logits of the labels, pulled toward
   the current fusion weights (a prior worth ``PRIOR_PSEUDO_COUNT`` labels);
@@ -32,7 +32,7 @@ from core.calibration.metrics import auc, average_precision, ece
 from core.errors import DetectorError
 from core.learning.features import FeatureSet, get_clip, get_ladeda, ladeda_key
 from core.learning.fusion import DEFAULT_PRIOR, Fusion, fit_fusion
-from core.learning.heads import LinearHead, fit_logistic, standardisation
+from core.learning.heads import LinearHead, balanced_weights, fit_logistic, standardisation
 from core.learning.parts import LearnedParts, clip_input
 
 DEFAULT_MIN_PER_CLASS = 20
@@ -101,7 +101,8 @@ def fit_recipe(current: Heads, labels: FeatureSet, base: FeatureSet | None, *, i
     l2 = L2_WITH_BASE if base is not None else L2_WITHOUT_BASE
     data = FeatureSet.concat([base, labels]) if base is not None and len(base) else labels
     n_base = len(data) - len(labels)
-    sw = np.concatenate([np.ones(n_base), np.full(len(labels), LABEL_WEIGHT)])
+    base_w = balanced_weights(base.sources, n_base) if n_base else np.ones(0)  # sources weigh equally
+    sw = np.concatenate([base_w, np.full(len(labels), LABEL_WEIGHT)])
 
     def heads_on(d: FeatureSet, w: np.ndarray) -> tuple[LinearHead, LinearHead | None]:
         lh = fit_logistic(d.ladeda, d.labels, l2=l2["ladeda"], sample_weight=w, prior=current.ladeda,

@@ -109,6 +109,8 @@ class FeatureSet:
     data_hash: str = ""
     ladeda_key: str = ""
     clip_key: str | None = None
+    #: Where each row came from (a corpus manifest's ``source``; "" unknown). Heads weigh sources equally.
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.sha256)
@@ -125,7 +127,8 @@ class FeatureSet:
             clip_cls=None if self.clip_cls is None else self.clip_cls[idx],
             clip_layers=None if self.clip_layers is None else self.clip_layers[idx],
             groups=[self.groups[i] for i in idx] if self.groups else [],
-            data_hash=self.data_hash, ladeda_key=self.ladeda_key, clip_key=self.clip_key)
+            data_hash=self.data_hash, ladeda_key=self.ladeda_key, clip_key=self.clip_key,
+            sources=[self.sources[i] for i in idx] if self.sources else [])
 
     @staticmethod
     def concat(parts: list["FeatureSet"]) -> "FeatureSet":
@@ -142,7 +145,9 @@ class FeatureSet:
             clip_layers=np.concatenate([p.clip_layers for p in parts]) if has_layers else None,
             groups=[g for p in parts for g in (p.groups or [""] * len(p))],
             data_hash=hashlib.sha256("".join(p.data_hash for p in parts).encode()).hexdigest(),
-            ladeda_key=parts[0].ladeda_key, clip_key=parts[0].clip_key if has_clip else None)
+            ladeda_key=parts[0].ladeda_key, clip_key=parts[0].clip_key if has_clip else None,
+            sources=([src for p in parts for src in (p.sources or [""] * len(p))]
+                     if any(p.sources for p in parts) else []))
 
     # -- compact file (shipped in data/models/) ---------------------------
     def save(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
@@ -152,6 +157,8 @@ class FeatureSet:
             "sha256": np.asarray(self.sha256), "labels": self.labels.astype(np.int8),
             "ladeda": self.ladeda.astype(np.float16), "groups": np.asarray(self.groups or [""] * len(self)),
         }
+        if self.sources:
+            arrays["sources"] = np.asarray(self.sources)
         if self.clip_embedding is not None:
             arrays["clip_embedding"] = self.clip_embedding.astype(np.float16)
             arrays["clip_cls"] = self.clip_cls.astype(np.float16)
@@ -181,7 +188,8 @@ class FeatureSet:
                            clip_layers=(z["clip_layers"].astype(np.float32)
                                         if has_clip and "clip_layers" in z.files else None),
                            groups=[str(g) for g in z["groups"]], data_hash=meta.get("data_hash", ""),
-                           ladeda_key=meta.get("ladeda_key", ""), clip_key=meta.get("clip_key"))
+                           ladeda_key=meta.get("ladeda_key", ""), clip_key=meta.get("clip_key"),
+                           sources=[str(g) for g in z["sources"]] if "sources" in z.files else [])
         except FileNotFoundError:
             raise FeatureError(f"Base features file not found: {path}") from None
         except (OSError, ValueError, KeyError) as exc:
@@ -210,6 +218,42 @@ def labelled_files(root: str | os.PathLike) -> list[tuple[Path, int, str]]:
     if not out:
         raise FeatureError(f"No images under {root}/**/0_real or 1_fake.")
     return out
+
+
+MANIFEST = "manifest.csv"
+
+
+def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
+    """Each file's ``source`` from a ``manifest.csv`` (columns ``path``, ``source``; paths relative to
+    the manifest's folder) in ``root`` or the folder above it, as the corpus ships one; [] without one.
+
+    Why: file names say little about where an image came from (the corpus's reals of one source
+    share prefixes with another's), and heads weigh each source equally (see
+    :func:`core.learning.heads.balanced_weights`) so that a big source does not become the model.
+    """
+    import csv
+
+    root = Path(root).resolve()
+    for folder in (root, root.parent):
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            with manifest.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+        if not rows or "path" not in rows[0] or "source" not in rows[0]:
+            return []
+        by_path = {r["path"]: r["source"] or "" for r in rows}
+        out = []
+        for f in files:
+            try:
+                out.append(by_path.get(str(Path(f).resolve().relative_to(folder)), ""))
+            except ValueError:
+                out.append("")
+        return out if any(out) else []
+    return []
 
 
 def data_hash(files: Iterable[tuple[str, int]]) -> str:
@@ -265,4 +309,4 @@ def extract_folder(root: str | os.PathLike, detector: Any, encoder: Any | None, 
     return FeatureSet(sha256=shas, labels=labels, ladeda=lad, clip_embedding=emb, clip_cls=cls_tok,
                       clip_layers=layers,
                       groups=[g for _, _, g in files], data_hash=data_hash(zip(shas, labels.tolist())),
-                      ladeda_key=lkey, clip_key=ckey)
+                      ladeda_key=lkey, clip_key=ckey, sources=manifest_sources(root, [f for f, _, _ in files]))

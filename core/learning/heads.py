@@ -75,6 +75,24 @@ def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > 1e-6, scale, 1.0)
 
 
+def balanced_weights(sources: list[str] | None, n: int) -> np.ndarray:
+    """Row weights (mean 1) that give every source the same total weight; ones without sources.
+
+    Why: a head fitted on rows as they come learns the biggest source's shortcuts. Weighing
+    sources equally generalises better to a source it never saw: leave-one-source-out on the
+    corpus's train+val images, the CLIP head's AUC rose on all four held-out sources (pooled
+    0.595 → 0.614; see :mod:`core.learning.base`). Rows with an unknown source ("") form one group.
+    """
+    if not sources or len(sources) != n or len(set(sources)) < 2:
+        return np.ones(n)
+    names = np.asarray(sources)
+    w = np.empty(n)
+    for name in set(sources):
+        m = names == name
+        w[m] = 1.0 / m.sum()
+    return w * (n / w.sum())
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, sample_weight: np.ndarray | None = None,
                  prior: LinearHead | None = None, mean: np.ndarray | None = None, scale: np.ndarray | None = None,
                  feature: str = "", balance: bool = True, max_iter: int = 500) -> LinearHead:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.encoders.clip import load_encoder
     from core.learning.adapt import AdaptError, adapt, current_heads, labelled_features
     from core.learning.basedata import resolve_base
-    from core.learning.features import labelled_files
+    from core.learning.features import get_ladeda, has_clip_layers, labelled_files, ladeda_key
     from core.model.checkpoint import load_checkpoint
     from core.review.store import ReviewStore
     from core.scoring.analysis import analyse, learned_parts, record_analysis
@@ -60,9 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     store = ReviewStore(base_dir / "r.sqlite")
     truth: dict[str, int] = {}
     files = labelled_files(args.data)
+    lkey, ckey = ladeda_key(ckpt), encoder.key if encoder is not None else None
+
+    def has_features(st, sha: str) -> bool:
+        """The loop reads only stored features, keyed by backbone and encoder: a kept store scored
+        by another version of the same backbone (a new head, fusion or tiers) serves as it is."""
+        if get_ladeda(st.artifacts, sha, lkey) is None:
+            return False
+        return ckey is None or has_clip_layers(st.artifacts, sha, ckey)
+
     for i, (f, label, _) in enumerate(files):
         sha = hashlib.sha256(f.read_bytes()).hexdigest()
-        if args.store and store.has_scoring(sha, ckpt.sha256):  # scored by an earlier run into the kept store
+        if args.store and has_features(store, sha):  # scored by an earlier run into the kept store
             truth[sha] = label
             continue
         a = analyse(det, f, name=f.name, guardrails=False)

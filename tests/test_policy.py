@@ -150,10 +150,10 @@ def _fused(p_ladeda: float, p_clip: float) -> dict:
     (0.05, 0.10, 0.70, "review"),  # CLIP says fake: not clearly real
     (0.05, 0.60, 0.20, "review"),
     (0.50, 0.90, 0.10, "review"),  # already review: stays, without the disagreement sentence
-    (0.95, 0.585, 0.90, "fake"),    # both at least AGREEMENT_MARGIN (7.5 points) beyond 0.5
-    (0.95, 0.565, 0.90, "review"),  # LaDeDa leans fake, but barely
-    (0.05, 0.415, 0.20, "real"),
-    (0.05, 0.435, 0.20, "review"),  # LaDeDa barely leans real: the fakes called clearly real looked like this
+    (0.95, 0.61, 0.90, "fake"),    # both at least AGREEMENT_MARGIN (10 points) beyond 0.5
+    (0.95, 0.59, 0.90, "review"),  # LaDeDa leans fake, but barely
+    (0.05, 0.39, 0.20, "real"),
+    (0.05, 0.41, 0.20, "review"),  # LaDeDa barely leans real: the fakes called clearly real looked like this
 ])
 def test_two_parts_that_disagree_give_no_clear_verdict(p, p_ladeda, p_clip, tier):
     d = policy.decide(p, TIERS, components=_fused(p_ladeda, p_clip))

@@ -81,7 +81,7 @@ def balanced_weights(sources: list[str] | None, n: int) -> np.ndarray:
     Why: a head fitted on rows as they come learns the biggest source's shortcuts. Weighing
     sources equally generalises better to a source it never saw: leave-one-source-out on the
     corpus's train+val images, the CLIP head's AUC rose on all four held-out sources (pooled
-    0.595 → 0.614; see :mod:`core.learning.base`). Rows with an unknown source ("") form one group.
+    0.595 → 0.609; see :mod:`core.learning.base`). Rows with an unknown source ("") form one group.
     """
     if not sources or len(sources) != n or len(set(sources)) < 2:
         return np.ones(n)

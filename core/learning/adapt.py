@@ -6,8 +6,9 @@ stored at scoring time are refitted, so it takes seconds.
 
 Recipe (:func:`fit_recipe`):
 - each head is fitted on the base features (mean weight 1, every source of them
-  weighing the same) plus the reviewer labels (weight ``LABEL_WEIGHT``), pulled toward the *current* head; without base data
-  the pull is stronger, so a few labels nudge the model instead of replacing it;
+  weighing the same) plus the reviewer labels (weight ``LABEL_WEIGHT``), pulled
+  toward the *current* head; without base data the pull is stronger, so a few
+  labels nudge the model instead of replacing it;
 - the fusion is refitted on out-of-fold head logits of the labels, pulled toward
   the current fusion weights (a prior worth ``PRIOR_PSEUDO_COUNT`` labels);
 - ``unsure`` labels are never used.

@@ -233,7 +233,7 @@ def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
     """
     import csv
 
-    root = Path(root).resolve()
+    root = Path(os.path.abspath(root))  # not resolve(): a symlinked image is listed where the link is
     for folder in (root, root.parent):
         manifest = folder / MANIFEST
         if not manifest.is_file():
@@ -249,7 +249,7 @@ def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
         out = []
         for f in files:
             try:
-                out.append(by_path.get(str(Path(f).resolve().relative_to(folder)), ""))
+                out.append(by_path.get(str(Path(os.path.abspath(f)).relative_to(folder)), ""))
             except ValueError:
                 out.append("")
         return out if any(out) else []

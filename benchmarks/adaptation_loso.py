@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sets, srcs = {}, {}
     for split in ("train", "val"):
         sets[split] = extract_folder(corpus / split, det, encoder, cache)
-        srcs[split] = np.asarray(_sources(corpus, sets[split], split))
+        srcs[split] = np.asarray(_sources(sets[split]))
     out: dict[str, object] = {}
     work = Path(tempfile.mkdtemp(prefix="adapt-loso-"))
     try:

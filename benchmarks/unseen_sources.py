@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 STRESS = "thumbnails-gemini"
 
 
-def _sources(corpus: Path, fs, split: str) -> list[str]:
-    """The manifest's source per row of a split's feature set (file-name groups when no manifest)."""
-    del corpus, split  # extract_folder read the manifest (core.learning.features.manifest_sources)
+def _sources(fs) -> list[str]:
+    """The manifest's source per row of a feature set (read by ``extract_folder``; file-name groups
+    when the corpus has no manifest)."""
     return list(fs.sources) if fs.sources else list(fs.groups)
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "val", "test"):
         fs = extract_folder(corpus / split, det, encoder, cache, progress=not args.json)
         sets[split] = fs
-        srcs[split] = np.asarray(_sources(corpus, fs, split))
+        srcs[split] = np.asarray(_sources(fs))
     held = [s for s in sorted(set(srcs["train"].tolist()))]
     rows = []
     pooled: dict[str, list] = {"z": [], "tier": [], "tripped": [], "y": []}

@@ -148,8 +148,8 @@ def parts_disagree(tier: str, p_ladeda: float | None, p_clip: float | None,
 
 def disagreement_reason(tier: str, p_ladeda: float, p_clip: float) -> str:
     return (f"LaDeDa (P(fake) {p_ladeda:.0%}) and the CLIP second opinion (P(fake) {p_clip:.0%}) do not both "
-            f"lean clearly (by {AGREEMENT_MARGIN * 100:g} points or more) towards \"{TIER_LABELS[tier]}\", so the fused verdict "
-            "is not trusted: on unfamiliar sources one of the two is often confidently wrong. Sent to review.")
+            f"lean clearly (by {AGREEMENT_MARGIN * 100:g} points or more) towards \"{TIER_LABELS[tier]}\", "
+            "so the fused verdict is not trusted: on unfamiliar sources one of the two is often confidently wrong. Sent to review.")
 
 
 def decide(probability: float, tiers: dict[str, Any] | None, report: "GuardrailReport | None" = None,

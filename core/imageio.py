@@ -2,7 +2,10 @@
 
 Handles what analysts actually upload: decompression bombs, truncated files,
 animated images (first frame), palette/alpha/greyscale/CMYK/16-bit modes, and
-EXIF orientation. Failures raise typed :mod:`core.errors` with readable text.
+EXIF orientation. Phones' formats come too: AVIF through Pillow's own codec,
+HEIC/HEIF through the ``pillow-heif`` plugin (registered here, once, so every
+door that decodes through this module reads them). Failures raise typed
+:mod:`core.errors` with readable text.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import ImageDecodeError, ImageTooLargeError, TruncatedImageError, UnsupportedImageError
+from core.errors import (DetectorError, ImageDecodeError, ImageTooLargeError, TruncatedImageError,
+                         UnsupportedImageError)
 
 #: Default pixel limit (width x height); 80 MP covers any real camera.
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -24,6 +28,35 @@ DEFAULT_MAX_PIXELS = 80_000_000
 ImageSource = Union[bytes, bytearray, memoryview, str, Path]
 
 _EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _register_heif() -> str | None:
+    """Register the HEIC/HEIF opener; the reason it is unavailable, or None."""
+    try:
+        import pillow_heif
+    except ImportError as exc:  # the product still reads every other format
+        return f"HEIC/HEIF needs the pillow-heif package ({exc})."
+    pillow_heif.register_heif_opener()
+    return None
+
+
+def _avif_available() -> bool:
+    from PIL import features
+
+    try:
+        return bool(features.check_module("avif"))
+    except Exception:  # noqa: BLE001 - an old Pillow without the module name
+        return False
+
+
+HEIF_UNAVAILABLE = _register_heif()
+AVIF_AVAILABLE = _avif_available()
+
+#: File suffixes every door lists (folders, uploads, manifests): one list for all of them.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+                            ".heic", ".heif", ".avif"})
+#: The formats in words, for messages and the uploader's label.
+SUPPORTED_FORMATS = "JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC/HEIF, AVIF"
 
 
 @dataclass
@@ -38,6 +71,13 @@ class DecodedImage:
     exif_orientation: int | None
     file_size: int
     raw: bytes = field(repr=False)
+
+    @property
+    def frames_note(self) -> str | None:
+        """Said wherever the image is shown: a multi-image file (GIF, HEIC burst or sequence) is read by its first image."""
+        if self.n_frames > 1:
+            return f"The file holds {self.n_frames} images; the first one is analysed."
+        return None
 
     @property
     def width(self) -> int:
@@ -102,11 +142,14 @@ def _open_header(raw: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError("The image has too many pixels to decode safely.") from None
     except UnidentifiedImageError:
-        raise UnsupportedImageError(
-            "Not a recognised image format (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)."
-        ) from None
+        raise _unrecognised(raw) from None
     except Exception as exc:  # Pillow plugins raise assorted errors on hostile headers
         raise ImageDecodeError(f"The image header could not be read ({type(exc).__name__}).") from None
+    family = is_heif_family(raw)
+    if family and bmff_truncated(raw):
+        img.close()
+        raise TruncatedImageError(f"The {family} file is truncated (it ends before its image data does). "
+                                  "Re-export or re-download it.")
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError("The image has no pixels.")
@@ -116,6 +159,59 @@ def _open_header(raw: bytes, max_pixels: int) -> Image.Image:
             f"{max_pixels / 1e6:.1f} MP. Downscale it and try again."
         )
     return img
+
+
+def is_heif_family(raw: bytes) -> str | None:
+    """'HEIC' or 'AVIF' when the bytes are an ISO-BMFF image container (``ftyp`` box), else None."""
+    if raw[4:8] != b"ftyp":
+        return None
+    brands = raw[8:12] + raw[16:min(len(raw), 64)]
+    if b"avif" in brands or b"avis" in brands:
+        return "AVIF"
+    if any(b in brands for b in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")):
+        return "HEIC"
+    return None
+
+
+def bmff_truncated(raw: bytes) -> bool:
+    """True when a top-level box of an ISO-BMFF file (HEIC, AVIF) runs past the end of the bytes.
+
+    libheif decodes a cut-off HEIC without complaint, filling the missing tiles with
+    garbage; a short box is how such a file shows itself before any pixel is read.
+    """
+    import struct
+
+    pos = 0
+    while pos + 8 <= len(raw):
+        size, _ = struct.unpack(">I4s", raw[pos:pos + 8])
+        if size == 1:
+            if pos + 16 > len(raw):
+                return True
+            size = struct.unpack(">Q", raw[pos + 8:pos + 16])[0]
+        elif size == 0:  # the last box runs to the end of the file
+            return False
+        if size < 8:
+            return True  # a malformed box: nothing after it can be trusted
+        if pos + size > len(raw):
+            return True
+        pos += size
+    return pos != len(raw)
+
+
+def _unrecognised(raw: bytes) -> DetectorError:
+    """Why Pillow could not identify ``raw``: a cut-off or damaged HEIC/AVIF, a missing codec, or not an image."""
+    family = is_heif_family(raw)
+    if family and bmff_truncated(raw):
+        return TruncatedImageError(f"The {family} file is truncated (it ends before its image data does). "
+                                   "Re-export or re-download it.")
+    if family == "HEIC" and HEIF_UNAVAILABLE:
+        return UnsupportedImageError(f"This is a HEIC/HEIF photo, but this installation cannot read it: "
+                                     f"{HEIF_UNAVAILABLE}")
+    if family == "AVIF" and not AVIF_AVAILABLE:
+        return UnsupportedImageError("This is an AVIF image, but this installation's Pillow has no AVIF codec.")
+    if family:
+        return UnsupportedImageError(f"The {family} file is damaged: its image data could not be read.")
+    return UnsupportedImageError(f"Not a recognised image format (supported: {SUPPORTED_FORMATS}).")
 
 
 def check_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -171,7 +267,11 @@ def decode_image(
                     "Re-export or re-download it."
                 ) from None
             raise ImageDecodeError(f"The image data could not be decoded ({exc}).") from None
-        except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        except (ValueError, SyntaxError, EOFError, MemoryError, RuntimeError) as exc:
+            family = is_heif_family(raw)
+            if family:
+                raise ImageDecodeError(f"The {family} file is damaged: its image data could not be decoded "
+                                       f"({exc}).") from None
             raise ImageDecodeError(f"The image data could not be decoded ({type(exc).__name__}).") from None
     if rgb is img and rgb.mode == "RGB":
         rgb = rgb.copy()  # detach from the file object

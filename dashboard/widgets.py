@@ -129,13 +129,14 @@ def model_panel(where: Any, active: services.ActiveDetector) -> None:
 
 
 def header(active: services.ActiveDetector | None, who: services.Identity | None) -> None:
-    """One line at the top of every page: model, calibration, preprocessing, reviewer."""
+    """One quiet line at the top of every page: the model's name and version, and who is reviewing.
+
+    Hashes, the calibration and the preprocessing are an administrator's details: they stay in the
+    sidebar's model panel and on the Calibration page."""
     parts = []
     if active is not None:
         s = services.model_summary(active)
-        parts.append(f"**{s['label']}** `{s['sha256'][:12]}` ({s['version']})")
-        parts.append(f"calibration **{s['calibration_version'] or 'none'}**")
-        parts.append(f"preprocessing `{s['preprocess_fingerprint']}`: {s['preprocess_summary']}")
+        parts.append(f"**{s['label']}** {s['version']}")
     else:
         parts.append("**no model loaded**")
     parts.append(f"reviewer **{who.display}**" if who else "reviewer **not set**")

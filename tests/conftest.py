@@ -110,3 +110,50 @@ def signed_in_app(page: str, name: str = "ana", timeout: int = 300):
     at.run()
     at.switch_page(f"views/{page}.py")
     return at.run()
+
+
+#: Tolerances for numbers the same model computes in another process, thread or engine. Inference is
+#: deterministic within one process, but a different thread count (or a CPU's own kernel choice, AVX-512
+#: versus AVX2) sums the same products in another order: logits then differ in the 10th–12th digit.
+#: 1e-6 is far below anything a tier, a reason or an analyst can see (the tier bands are 0.1 wide) and far
+#: above summation noise; pooled features are float32 sums over thousands of patches, hence 1e-5.
+SCORE_ABS_TOL = 1e-6
+FEATURE_ABS_TOL = 1e-5
+_FLOAT_KEYS = {"logit", "probability"}
+_FEATURE_KEYS = {"pooled_features"}
+
+
+def assert_same_rows(a: list[dict], b: list[dict]) -> None:
+    """Rows of two engines or doors: scores within tolerance, everything else (tier, reasons, hashes,
+    errors, order) exactly. JSON text columns are compared as parsed values, their numbers within tolerance."""
+    import json
+
+    assert len(a) == len(b), (len(a), len(b))
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys(), (sorted(ra), sorted(rb))
+        for key in ra:
+            x, y = ra[key], rb[key]
+            if key in ("components", "ood") and isinstance(x, str) and isinstance(y, str):
+                assert_close_tree(json.loads(x), json.loads(y), path=key)
+            elif key in _FLOAT_KEYS and x is not None and y is not None:
+                assert y == pytest.approx(x, abs=SCORE_ABS_TOL), (ra["path"], key)
+            elif key in _FEATURE_KEYS and x is not None and y is not None:
+                assert np.allclose(x, y, rtol=0, atol=FEATURE_ABS_TOL), (ra["path"], key)
+            else:
+                assert x == y, (ra.get("path"), key, x, y)
+
+
+def assert_close_tree(x, y, *, path: str = "", tol: float = SCORE_ABS_TOL) -> None:
+    """Nested dicts/lists: floats within ``tol``, everything else equal."""
+    if isinstance(x, dict):
+        assert isinstance(y, dict) and x.keys() == y.keys(), (path, x, y)
+        for k in x:
+            assert_close_tree(x[k], y[k], path=f"{path}.{k}", tol=tol)
+    elif isinstance(x, (list, tuple)):
+        assert isinstance(y, (list, tuple)) and len(x) == len(y), (path, x, y)
+        for i, (u, v) in enumerate(zip(x, y)):
+            assert_close_tree(u, v, path=f"{path}[{i}]", tol=tol)
+    elif isinstance(x, float) or isinstance(y, float):
+        assert y == pytest.approx(x, abs=tol), (path, x, y)
+    else:
+        assert x == y, (path, x, y)

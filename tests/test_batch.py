@@ -11,7 +11,7 @@ from core.batch.inputs import BatchInputError, list_inputs
 from core.batch.job import run_batch
 from core.batch.rows import COLUMNS
 
-from .conftest import encode, make_photo, save_random_tiny
+from .conftest import assert_same_rows, encode, make_photo, save_random_tiny
 
 GOOD = ("a.png", "b.png", "nested/deeper/c.jpg")
 BAD = {"nested/text.jpg": b"not an image at all", "empty.png": b""}
@@ -145,4 +145,7 @@ def test_ray_engine_gives_the_same_rows_as_local(folder, tmp_path):
         ray.shutdown()
     assert summary["engine"] == "ray" and summary["errors"] == 3
     a, b = _rows(local), _rows(out)
-    assert len(a) == 7 and a == b  # same rows, same order, bad files included
+    # same rows, same order, bad files included; the Ray actors run with another thread count than this
+    # process, so scores agree within summation noise (conftest's tolerances), tiers and reasons exactly
+    assert len(a) == 7
+    assert_same_rows(a, b)

@@ -112,8 +112,11 @@ def _store(data_dir):
 def test_shell_shows_model_calibration_preprocessing_and_reviewer(env):
     at = _ok(_app().run())
     header = at.caption[0].value
-    assert "Tiny-LaDeDa" in header and "calibration **none**" in header
-    assert "resize to 256x256" in header and "reviewer **not set**" in header
+    assert "Tiny-LaDeDa" in header and "reviewer **not set**" in header
+    # the header is one quiet line: hashes, calibration and preprocessing live in the sidebar's model panel
+    assert "calibration" not in header.lower() and "preprocessing" not in header.lower() and "`" not in header
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert "Calibration: none" in sidebar and "resize to 256x256" in sidebar
     assert (env / "review.sqlite").exists()  # the data directory and database are created on first run
     _login(at, "ana")
     assert "reviewer **ana (unauthenticated)**" in at.caption[0].value
@@ -542,11 +545,12 @@ def test_calibration_from_csv_save_activate_and_roll_back(env, tiny_model):
     _button(at, "cal-activate").click()
     _ok(at.run())
     assert reg.active().version.id == "v0001"
-    assert reg.version("v0001").calibration_version in at.caption[0].value
+    assert "v0001" in at.caption[0].value
+    assert reg.version("v0001").calibration_version in " ".join(c.value for c in at.sidebar.caption)
     _button(at, "cal-rollback").click()
     _ok(at.run())
     assert reg.active().version is None
-    assert "calibration **none**" in at.caption[0].value
+    assert "Calibration: none" in " ".join(c.value for c in at.sidebar.caption)
     # a restart keeps the choice (here: back on the base); a one-class CSV is a clear message
     at.file_uploader(key="cal-csv").set_value(("one.csv", b"logit,label\n1.0,fake\n2.0,fake\n", "text/csv"))
     _ok(at.run())

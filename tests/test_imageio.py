@@ -162,3 +162,111 @@ def test_exif_orientation_is_applied(orientation):
     ignored = decode_image(_exif_rotated_twin(img, orientation), exif_policy="ignore")
     if orientation in (6, 8):
         assert ignored.image.size == (40, 64)
+
+
+# ---------------------------------------------------------------------------
+# the formats phones upload: HEIC/HEIF (pillow-heif) and AVIF (Pillow's own codec)
+# ---------------------------------------------------------------------------
+def _formats_manifest():
+    import csv
+
+    from .conftest import SHARED
+
+    manifest = SHARED / "unseen" / "formats" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"needs ../shared/unseen/formats (looked for {manifest})")
+    with open(manifest, newline="") as fh:
+        return manifest.parent.parent, list(csv.DictReader(fh))
+
+
+def test_phone_originals_decode_upright_or_are_refused_clearly():
+    """The four camera originals (3 HEIC from iPhones, 1 AVIF): each decodes to an upright RGB image
+    the size the camera saw it, or is refused with a message for people, never a traceback."""
+    import hashlib
+
+    from core.errors import DetectorError
+
+    root, rows = _formats_manifest()
+    assert len(rows) == 4
+    decoded = 0
+    for row in rows:
+        raw = (root / row["path"]).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == row["sha256"]
+        try:
+            d = decode_image(raw)
+        except DetectorError as exc:
+            assert "Traceback" not in str(exc) and str(exc).endswith((".", ")")), exc
+            continue
+        decoded += 1
+        assert d.image.mode == "RGB" and d.format in ("HEIF", "AVIF") and d.sha256 == row["sha256"]
+        assert min(d.image.size) >= 480 and d.frames_note is None
+        assert d.exif_orientation in (None, 1)  # the container's rotation is applied: nothing left to turn
+    assert decoded >= 3  # at most the one file the manifest calls maybe broken may be refused
+
+
+def test_iphone_portrait_heic_comes_out_upright():
+    """IMG_5195 was shot in portrait: its pixels are stored landscape with a rotation, so an upright
+    decode is taller than wide."""
+    root, rows = _formats_manifest()
+    d = decode_image(root / "formats" / "IMG_5195.HEIC")
+    assert d.image.height > d.image.width
+
+
+@pytest.mark.parametrize("name", ["heic-iphone7.heic", "Irvine_CA.avif"])
+def test_broken_heic_and_avif_get_the_same_clear_errors(name):
+    from core.errors import DetectorError
+    from core.imageio import check_image
+
+    root, _ = _formats_manifest()
+    raw = (root / "formats" / name).read_bytes()
+    kind = "AVIF" if name.endswith("avif") else "HEIC"
+    # cut off half-way: libheif would decode the missing tiles as garbage; the box sizes give it away
+    for cut in (raw[: len(raw) // 2], raw[:3000]):
+        with pytest.raises(TruncatedImageError, match=f"{kind} file is truncated"):
+            decode_image(cut)
+        with pytest.raises(TruncatedImageError):
+            check_image(cut)  # the pre-flight check of score/batch says the same, before any model loads
+    # the header intact, the image data gone
+    with pytest.raises(DetectorError, match=f"{kind} file is (damaged|truncated)"):
+        decode_image(raw[:32] + b"\x00" * 4000)
+    with pytest.raises(UnsupportedImageError, match="empty"):
+        decode_image(b"")
+
+
+def test_heic_and_avif_written_here_round_trip_with_their_orientation():
+    """A HEIC and an AVIF made in the test (pillow-heif's encoder, Pillow's AVIF encoder) decode to the
+    picture written; an EXIF orientation in the AVIF is applied."""
+    import pillow_heif
+
+    photo = make_photo(160, 96, seed=4)
+    heif = pillow_heif.from_pillow(photo)
+    buf = io.BytesIO()
+    heif.save(buf, quality=95)
+    d = decode_image(buf.getvalue())
+    assert d.format == "HEIF" and d.image.size == (160, 96)
+    assert np.abs(np.asarray(d.image, dtype=float) - np.asarray(photo, dtype=float)).mean() < 12
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    buf = io.BytesIO()
+    photo.save(buf, "AVIF", quality=90, exif=exif.tobytes())
+    d = decode_image(buf.getvalue())
+    assert d.format == "AVIF" and d.image.size == (96, 160)
+
+
+def test_every_door_lists_the_new_suffixes(tmp_path):
+    from core.batch.inputs import list_inputs
+    from core.imageio import IMAGE_SUFFIXES, SUPPORTED_FORMATS
+    from core.review.store.blobs import sniff_ext
+
+    assert {".heic", ".heif", ".avif"} <= IMAGE_SUFFIXES and "HEIC" in SUPPORTED_FORMATS and "AVIF" in SUPPORTED_FORMATS
+    for name in ("a.HEIC", "b.avif", "c.heif"):
+        (tmp_path / name).write_bytes(b"x")
+    assert len(list_inputs(tmp_path)) == 3
+    import pillow_heif
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(make_photo(64, 64)).save(buf)
+    assert sniff_ext(buf.getvalue()) == ".heic"
+    with pytest.raises(UnsupportedImageError, match="HEIC/HEIF, AVIF"):
+        decode_image(b"definitely not an image")

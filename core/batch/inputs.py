@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 from core.errors import DetectorError
+from core.imageio import IMAGE_SUFFIXES
 
-#: File endings a folder listing picks up (a corrupt file with one of them is listed, and fails as a row).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: A folder listing picks up ``IMAGE_SUFFIXES`` (a corrupt file with one of them is listed, and fails as a row).
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
 

@@ -6,6 +6,7 @@ the row by adding one column here, for both engines at once.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +25,9 @@ SCHEMA = pa.schema([
     pa.field("precision", pa.string()),
     pa.field("pooled_features", pa.list_(pa.float32())),  #: null until the model reports pooled features
     pa.field("error", pa.string()),
+    #: JSON text, as ``score --json`` gives them: each part's logit and probability, the fusion weights
+    pa.field("components", pa.string()),
+    pa.field("ood", pa.string()),  #: JSON text: out-of-distribution distance, threshold, tripped
 ])
 
 #: Internal column the engines carry back to the driver (what ingest did), never written to Parquet.
@@ -34,22 +38,25 @@ COLUMNS = tuple(SCHEMA.names)
 
 
 def row_from_analysis(path: str, analysis: Any) -> dict[str, Any]:
-    """The row of a scored image."""
+    """The row of a scored image: the served verdict (:meth:`Analysis.verdict`, what ``score --json`` says)."""
     score = analysis.score
     pooled = getattr(score, "pooled_features", None)
+    v = analysis.verdict()
     return {
         "path": path,
         "sha256": score.sha256,
-        "logit": float(score.logit),
-        "probability": float(score.probability),
-        "tier": analysis.decision.tier,
-        "reasons": [str(r) for r in analysis.decision.reasons],
+        "logit": v["logit"],
+        "probability": v["probability"],
+        "tier": v["tier"],
+        "reasons": v["reasons"],
         "model_sha256": score.model["sha256"],
-        "calibration_version": score.model["calibration_version"],
+        "calibration_version": v["calibration_version"],
         "preprocess_fingerprint": score.model["preprocess_fingerprint"],
         "precision": score.model.get("precision", "fp32"),
-        "pooled_features": None if pooled is None else [float(v) for v in pooled],
+        "pooled_features": None if pooled is None else [float(x) for x in pooled],
         "error": None,
+        "components": None if v["components"] is None else json.dumps(v["components"], sort_keys=True),
+        "ood": None if v["ood"] is None else json.dumps(v["ood"], sort_keys=True),
     }
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from core.errors import DetectorError
-from core.imageio import DecodedImage
+from core.imageio import IMAGE_SUFFIXES, DecodedImage
 from core.review.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 LADEDA_KIND = "ladeda_pooled"
 CLIP_KIND = "clip"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 #: CLIP head feature that reads the CLS token after each of the 12 blocks, concatenated (12×768).

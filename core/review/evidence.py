@@ -101,13 +101,13 @@ class Evidence:
                       timings_ms: dict[str, float] | None = None) -> "Evidence":
         s = analysis.score
         payload = analysis.to_json()
+        v = analysis.verdict()  # the served values: the ones the tier and reasons were decided on
         extra = {k: payload[k] for k in ("components", "ood") if k in payload}
         return cls(
             sha256=s.sha256, model_key=model_key, model_sha256=str(s.model.get("sha256") or ""),
-            model_label=str(s.model.get("label") or ""), calibration_version=s.model.get("calibration_version"),
-            name=name, logit=float(payload.get("logit", s.logit)),
-            probability=float(payload.get("probability", s.probability)),
-            calibrated=bool(s.calibrated), patch_logits=np.asarray(s.patch_logits, dtype=np.float32),
+            model_label=str(s.model.get("label") or ""), calibration_version=v["calibration_version"],
+            name=name, logit=v["logit"], probability=v["probability"],
+            calibrated=v["calibrated"], patch_logits=np.asarray(s.patch_logits, dtype=np.float32),
             model_input_hw=tuple(int(v) for v in s.image.get("model_input") or s.patch_map_shape),
             image_size=(int(s.image["width"]), int(s.image["height"])),
             geometry=(int(geometry.size), int(geometry.stride), int(geometry.offset)),

@@ -68,17 +68,33 @@ class Analysis:
     def probability(self) -> float:
         return self.served.probability if self.served is not None else self.score.probability
 
+    def verdict(self) -> dict[str, Any]:
+        """The served verdict, as every door reports and stores it: the logit and probability the tier and
+        reasons were decided on (fused when CLIP fused), with each part's view.
+
+        ``score --json``, batch rows, the stored scoring and the evidence all read this one dict, so no
+        door can write one part's value where the served one belongs. Floats are unrounded here.
+        """
+        served = self.served
+        return {
+            "logit": float(self.logit),
+            "probability": float(self.probability),
+            "calibrated": bool(served.calibrated if served is not None else self.score.calibrated),
+            "calibration_version": (served.calibration_version if served is not None
+                                    else self.score.model.get("calibration_version")),
+            "tier": self.decision.tier,
+            "reasons": [str(r) for r in self.decision.reasons],
+            "components": served.components if served is not None else None,
+            "ood": served.ood if served is not None else None,
+        }
+
     def to_json(self) -> dict[str, Any]:
         out = self.score.to_json()
+        v = self.verdict()
+        out.update(logit=round(v["logit"], 6), probability=round(v["probability"], 6), calibrated=v["calibrated"],
+                   calibration_version=v["calibration_version"], tier=v["tier"], reasons=v["reasons"])
         if self.served is not None:
-            out["logit"] = round(self.served.logit, 6)
-            out["probability"] = round(self.served.probability, 6)
-            out["calibrated"] = self.served.calibrated
-            out["calibration_version"] = self.served.calibration_version
-            out["components"] = self.served.components
-            out["ood"] = self.served.ood
-        out["tier"] = self.decision.tier
-        out["reasons"] = list(self.decision.reasons)
+            out["components"], out["ood"] = v["components"], v["ood"]
         out["decision"] = self.decision.to_json()
         out["guardrails"] = self.guardrails.to_json() if self.guardrails is not None else None
         out["timings_ms"] = {**out["timings_ms"], **{k: round(v, 2) for k, v in self.timings_ms.items()}}
@@ -129,17 +145,17 @@ def record_analysis(store: "ReviewStore", analysis: Analysis, *, name: str, uplo
     """Store the image bytes (deduplicated by hash) and append this scoring; review-tier items get queued."""
     sha = store.add_item(analysis.decoded.raw, name=name, uploader=uploader, sha256=analysis.decoded.sha256)
     s = analysis.score
+    v = analysis.verdict()
     scoring_id = store.record_scoring(
         sha,
         model_sha256=s.model["sha256"],
         model_label=s.model["label"],
         preprocess_fingerprint=s.model["preprocess_fingerprint"],
-        calibration_version=(analysis.served.calibration_version if analysis.served is not None
-                             else s.model["calibration_version"]),
-        logit=analysis.logit,
-        probability=analysis.probability,
-        tier=analysis.decision.tier,
-        reasons=analysis.decision.reasons,
+        calibration_version=v["calibration_version"],
+        logit=v["logit"],
+        probability=v["probability"],
+        tier=v["tier"],
+        reasons=v["reasons"],
         guardrails=analysis.guardrails.to_json() if analysis.guardrails is not None else {},
         timings={**s.timings_ms, **analysis.timings_ms},
         auto_queue=auto_queue,

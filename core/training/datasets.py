@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import DetectorError
+from core.imageio import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 LABEL_DIRS = {"0_real": 0, "1_fake": 1}
 
 

@@ -13,14 +13,15 @@ import time
 
 import streamlit as st
 
+from core.imageio import IMAGE_SUFFIXES, SUPPORTED_FORMATS
 from core.review import agreement
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
 PAGE = "inspect"
 STATE = "inspect-current"  # {"file_id", "model", "sub"}
-#: What the uploader accepts (GIF: the first frame is analysed).
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+#: What the uploader accepts: every suffix the decoder reads (a multi-image file: the first image is analysed).
+UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 st.title("Inspect an image")
 active = st.session_state.get("active_detector")
@@ -38,7 +39,7 @@ def _new_upload() -> None:
     st.session_state.get("_flash", {}).pop(PAGE, None)
 
 
-upload = st.file_uploader("Upload an image (JPEG, PNG, WebP, BMP, TIFF, GIF first frame)", type=UPLOAD_TYPES,
+upload = st.file_uploader(f"Upload an image ({SUPPORTED_FORMATS})", type=UPLOAD_TYPES,
                           key="inspect-upload", on_change=_new_upload)
 if upload is None:
     st.caption("The image is scored by the model in the sidebar; nothing is stored until the analysis succeeds.")
@@ -73,6 +74,8 @@ with verdict_slot.container():  # provisional until the guardrails ran (its own 
 with left:
     widgets.image_view(sub.evidence, image, key="inspect",
                        compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
+    if sub.decoded is not None and sub.decoded.frames_note:
+        st.caption(f":material/burst_mode: {sub.decoded.frames_note}")
 
 if sub.pending:  # second pass: guardrails, final tier, record, store the evidence
     with services.guarded("checking faces, quality and metadata", where=status):

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from core.training.datasets import IMAGE_SUFFIXES
+from core.imageio import IMAGE_SUFFIXES, is_heif_family
 
 #: Longest side of privacy-mode thumbnails, in pixels.
 THUMBNAIL_SIZE = 256
@@ -37,6 +37,9 @@ def sniff_ext(data: bytes, name: str = "") -> str:
             return ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return ".webp"
+    family = is_heif_family(data)
+    if family:
+        return ".avif" if family == "AVIF" else ".heic"
     suffix = Path(name).suffix.lower()
     return suffix if suffix in IMAGE_SUFFIXES else ".bin"
 

@@ -167,7 +167,11 @@ def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: s
         if tiers:
             slots[0].markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
                               f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
-        if pending:
+        if pending and ev.extra.get("first_look"):
+            slots[1].caption(":material/hourglass_top: Provisional: the CLIP second opinion's reading, with LaDeDa's "
+                             "term at its prior (logit 0). LaDeDa's local traces, faces, quality and metadata are "
+                             "coming and may change the tier.")
+        elif pending:
             slots[1].caption(":material/hourglass_top: Checking faces, quality and metadata… they can only move "
                              "the tier to review.")
         if ev.decision.get("changed_by_guardrails"):
@@ -195,6 +199,16 @@ def _gradcam_grid(ev: Evidence) -> tuple[Any, str] | None:
 def _legend_uri(limit: float) -> str:
     """The colour scale depends only on its range: drawn and encoded once per range."""
     return picture(explain.colour_legend(limit))
+
+
+def tier_text(tier: str) -> str:
+    """The tier in the words the card uses ("Needs review", ...)."""
+    return TIER_STYLE.get(tier, ("gray", tier, ""))[1]
+
+
+def plain_picture(image: Image.Image, *, caption: str) -> None:
+    """The picture alone, with no controls (drawn while the maps are still being computed)."""
+    st.image(picture(explain.fit_display(image)), caption=caption, alt="the image", width="stretch")
 
 
 def image_view(ev: Evidence, image: Image.Image | None, *, key: str,

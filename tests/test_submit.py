@@ -12,7 +12,7 @@ from PIL import Image
 import core.imageio
 import core.model.preprocess
 import core.scoring.detector
-from core.errors import ImageTooSmallError, UnsupportedImageError
+from core.errors import DetectorError, ImageTooSmallError, UnsupportedImageError
 from core.paths import DEFAULT_MODEL
 from core.review import evidence as evidence_mod
 from core.review.actions import decide, submit as submit_mod
@@ -203,3 +203,61 @@ def test_the_two_phase_upload_decides_like_one_phase_scoring(det, store):
         assert sub.evidence.tier == one.tier
         assert sub.evidence.decision["reasons"] == one.reasons
         assert sub.evidence.decision["thresholds"] == one.decision.thresholds
+
+
+# ---------------------------------------------------------------------------
+# the verdict first: CLIP's pass decides the provisional card, LaDeDa's follows
+# ---------------------------------------------------------------------------
+def test_verdict_first_is_clips_look_then_the_same_answer_as_one_call(det, tmp_path, monkeypatch):
+    """With the encoder installed the provisional card is one CLIP pass fused with LaDeDa's term at its
+    prior (no LaDeDa pass yet, no patch map); finish runs LaDeDa once and reuses CLIP's features, and the
+    final evidence equals a one-call submit of the same bytes."""
+    from core.encoders.clip import encoder_status, load_encoder
+    from core.scoring.analysis import LADEDA_PRIOR_LOGIT
+
+    encoder = load_encoder()
+    if encoder is None:
+        pytest.skip(f"the CLIP encoder is not installed ({encoder_status()})")
+    calls = {"clip": 0, "ladeda": 0}
+    real_encode, real_score = type(encoder).encode, Detector.score
+
+    def encode_spy(self, *a, **k):
+        calls["clip"] += 1
+        return real_encode(self, *a, **k)
+
+    def score_spy(self, *a, **k):
+        calls["ladeda"] += 1
+        return real_score(self, *a, **k)
+
+    monkeypatch.setattr(type(encoder), "encode", encode_spy)
+    monkeypatch.setattr(Detector, "score", score_spy)
+    data = _png(11, (200, 150))
+    store = ReviewStore(tmp_path / "a" / "review.sqlite")
+    sub = submit_mod.submit(det, data, "first.png", store, "ana", defer=True)
+    assert calls == {"clip": 1, "ladeda": 0}  # the verdict's critical path: decode + one CLIP pass
+    assert sub.pending and sub.first is not None and not sub.evidence.has_patch_map
+    comps = sub.evidence.extra["components"]
+    assert comps["ladeda"]["pending"] and comps["ladeda"]["logit"] == LADEDA_PRIOR_LOGIT
+    assert sub.evidence.tier in ("real", "review", "fake") and sub.provisional_tier == sub.evidence.tier
+    assert store.latest_scoring(sub.sha256) is None  # a provisional verdict is never stored
+    with pytest.raises(DetectorError, match="still running"):
+        submit_mod.add_gradcam(det, sub, store)
+    done = submit_mod.finish(det, sub, store, uploader="ana")
+    assert calls == {"clip": 1, "ladeda": 1}  # nothing computed twice
+    assert not done.pending and done.evidence.has_patch_map and done.evidence.complete
+    assert done.provisional_tier == sub.evidence.tier and "pending" not in done.evidence.extra["components"]["ladeda"]
+    stored = store.latest_scoring(done.sha256)
+    assert stored["probability"] == pytest.approx(done.evidence.probability) and stored["tier"] == done.evidence.tier
+
+    one = submit_mod.submit(det, data, "first.png", ReviewStore(tmp_path / "b" / "review.sqlite"), "ana")
+    assert one.first is None and one.provisional_tier is None  # one call: no provisional card to show
+    assert one.evidence.probability == pytest.approx(done.evidence.probability, abs=1e-6)
+    assert one.evidence.tier == done.evidence.tier and one.evidence.reasons == done.evidence.reasons
+
+
+def test_without_the_encoder_the_verdict_waits_for_ladeda(det, tmp_path, monkeypatch):
+    import core.encoders.clip as clip_mod
+
+    monkeypatch.setattr(clip_mod, "load_encoder", lambda *a, **k: None)
+    sub = submit_mod.submit(det, _png(12), "plain.png", ReviewStore(tmp_path / "review.sqlite"), "ana", defer=True)
+    assert sub.first is None and sub.evidence.has_patch_map and sub.pending

@@ -26,7 +26,7 @@ from core.model.models import PatchGeometry
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.review.store import ReviewStore
-    from core.scoring.analysis import Analysis
+    from core.scoring.analysis import Analysis, FirstLook
 
 KIND = "evidence"
 #: Bumped when the stored layout changes; older records are treated as absent (re-scored on demand).
@@ -120,6 +120,28 @@ class Evidence:
             timings_ms={k: float(v) for k, v in (timings_ms or payload.get("timings_ms") or {}).items()},
             extra=extra,
         )
+
+    @classmethod
+    def first_look(cls, first: "FirstLook", *, model_key: str, model_sha256: str, model_label: str, name: str,
+                   geometry: PatchGeometry, model_input_hw: tuple[int, int]) -> "Evidence":
+        """The provisional card's evidence from CLIP's first look: no patch map yet (an empty grid), no
+        guardrails, never stored (only a complete scoring is)."""
+        served = first.served
+        return cls(
+            sha256=first.decoded.sha256, model_key=model_key, model_sha256=model_sha256, model_label=model_label,
+            calibration_version=served.calibration_version, name=name, logit=float(served.logit),
+            probability=float(served.probability), calibrated=bool(served.calibrated),
+            patch_logits=np.zeros((0, 0), dtype=np.float32), model_input_hw=tuple(int(v) for v in model_input_hw),
+            image_size=(int(first.decoded.width), int(first.decoded.height)),
+            geometry=(int(geometry.size), int(geometry.stride), int(geometry.offset)),
+            decision=first.decision.to_json(), guardrails=None, timings_ms=dict(first.timings_ms),
+            extra={"components": served.components, "ood": None, "first_look": True},
+        )
+
+    @property
+    def has_patch_map(self) -> bool:
+        """False on the provisional card of a verdict-first upload, before LaDeDa's pass."""
+        return self.patch_logits.size > 0
 
     # -- storage -------------------------------------------------------------
     def to_arrays_meta(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

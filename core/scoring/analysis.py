@@ -101,13 +101,66 @@ class Analysis:
         return out
 
 
+#: LaDeDa's logit while its pass is still running (the verdict-first card): 0, "no evidence either way",
+#: so the provisional fused logit is CLIP's term plus the fusion's bias. Chosen over LaDeDa's mean logit on
+#: the base data because that mean is the base data's class mix, not a property of the image.
+LADEDA_PRIOR_LOGIT = 0.0
+
+
+@dataclass
+class FirstLook:
+    """The verdict before LaDeDa's pass: one CLIP pass fused with LaDeDa's term at its prior.
+
+    Provisional by construction: the OOD guard (which reads LaDeDa's pooled features), LaDeDa's own
+    term and the guardrails come in the second phase, and may move the tier."""
+
+    decoded: DecodedImage
+    clip: "ClipFeatures"
+    served: "ServedValue"
+    decision: Decision
+    timings_ms: dict[str, float]
+    encoder_key: str
+
+
+def first_look(detector: Detector, decoded: DecodedImage, *, encoder: Any = INSTALLED) -> FirstLook | None:
+    """The fused verdict from CLIP alone, LaDeDa's logit at :data:`LADEDA_PRIOR_LOGIT`; None when CLIP
+    cannot decide it (no encoder, or a model without a fitted CLIP head and fusion), in which case the
+    verdict's critical path stays LaDeDa's."""
+    from core.encoders.clip import load_encoder
+    from core.learning.parts import served_value
+
+    if encoder is INSTALLED:
+        encoder = load_encoder()
+    parts = learned_parts(detector.checkpoint)
+    if encoder is None or not parts.fuses:
+        return None
+    t0 = time.perf_counter()
+    clip = encoder.encode(decoded)
+    t1 = time.perf_counter()
+    served = served_value(detector.checkpoint, parts, ladeda_logit=LADEDA_PRIOR_LOGIT,
+                          ladeda_probability=_sigmoid(LADEDA_PRIOR_LOGIT), ladeda_calibrated=False, pooled=None,
+                          clip=clip, clip_note=None)
+    served.components["ladeda"]["pending"] = True  # the card says LaDeDa's term is its prior, not its reading
+    decision = decide_served(served, None)
+    t2 = time.perf_counter()
+    return FirstLook(decoded=decoded, clip=clip, served=served, decision=decision, encoder_key=encoder.key,
+                     timings_ms={"clip": (t1 - t0) * 1e3, "first_look": (t2 - t0) * 1e3})
+
+
+def _sigmoid(z: float) -> float:
+    import math
+
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str | None = None,
             guardrails: bool = True, top_k: int = 5, encoder: Any = INSTALLED,
-            prepared: ModelInput | None = None) -> Analysis:
+            prepared: ModelInput | None = None, clip: "ClipFeatures | None" = None) -> Analysis:
     """Score an image (LaDeDa, and CLIP when installed), fuse, check OOD, run the guardrails, decide the tier.
 
     ``prepared`` (``detector.prepare(decoded)``) lets a caller that keeps the model input (GradCAM)
-    preprocess once."""
+    preprocess once; ``clip`` (a :class:`FirstLook`'s features) lets the second phase reuse the CLIP
+    pass the first one made instead of running the encoder again."""
     from core.encoders.clip import encoder_status, load_encoder
     from core.learning.features import ladeda_key
     from core.learning.parts import served_value
@@ -121,7 +174,8 @@ def analyse(detector: Detector, source: ImageSource | DecodedImage, *, name: str
         encoder, clip_note = load_encoder(), encoder_status()
     else:
         clip_note = None if encoder is not None else "CLIP second opinion switched off: scored by LaDeDa alone."
-    clip = encoder.encode(decoded) if encoder is not None else None
+    if clip is None:
+        clip = encoder.encode(decoded) if encoder is not None else None
     parts = learned_parts(detector.checkpoint)
     served = served_value(detector.checkpoint, parts, ladeda_logit=score.logit, ladeda_probability=score.probability,
                           ladeda_calibrated=score.calibrated, pooled=score.pooled_features,

@@ -50,6 +50,8 @@ cur = st.session_state.get(STATE)
 if cur is not None and (cur["file_id"] != upload.file_id or cur["model"] != model_sha):
     cur = None
 left, right = st.columns([3, 2], gap="medium")
+with left:
+    image_slot = st.empty()  # the picture first; the maps once LaDeDa's pass is in
 with right:
     verdict_slot = st.empty()
     status = st.empty()
@@ -69,16 +71,27 @@ if sub is None:
     st.session_state[STATE] = {"file_id": upload.file_id, "model": model_sha, "sub": sub}
 
 image = sub.decoded.image if sub.decoded is not None else None
-with verdict_slot.container():  # provisional until the guardrails ran (its own key: keys are unique per run)
-    widgets.verdict_card(sub.evidence, key="inspect-provisional" if sub.pending else "inspect", pending=sub.pending)
-with left:
-    widgets.image_view(sub.evidence, image, key="inspect",
-                       compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
-    if sub.decoded is not None and sub.decoded.frames_note:
-        st.caption(f":material/burst_mode: {sub.decoded.frames_note}")
 
-if sub.pending:  # second pass: guardrails, final tier, record, store the evidence
-    with services.guarded("checking faces, quality and metadata", where=status):
+
+def _image_view() -> None:
+    with image_slot.container():
+        widgets.image_view(sub.evidence, image, key="inspect",
+                           compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
+        if sub.decoded is not None and sub.decoded.frames_note:
+            st.caption(f":material/burst_mode: {sub.decoded.frames_note}")
+
+
+with verdict_slot.container():  # provisional until the second phase ran (its own key: keys are unique per run)
+    widgets.verdict_card(sub.evidence, key="inspect-provisional" if sub.pending else "inspect", pending=sub.pending)
+maps_drawn = sub.evidence.has_patch_map
+if maps_drawn:
+    _image_view()
+elif image is not None:  # CLIP gave the verdict first: the picture now, LaDeDa's maps when its pass is in
+    with image_slot.container():
+        widgets.plain_picture(image, caption=f"{sub.name}: LaDeDa's local traces are being computed…")
+
+if sub.pending:  # second pass: LaDeDa (when CLIP looked first), guardrails, final tier, record, store the evidence
+    with services.guarded("reading LaDeDa's local traces and checking faces, quality and metadata", where=status):
         sub = submit_mod.finish(det, sub, store, uploader=who.name if who else None,
                                 authenticated=bool(who and who.authenticated),
                                 on_wait=lambda n: status.caption(f"Waiting for the model: {n} ahead…"))
@@ -86,6 +99,13 @@ if sub.pending:  # second pass: guardrails, final tier, record, store the eviden
     status.empty()
     with verdict_slot.container():
         widgets.verdict_card(sub.evidence, key="inspect", pending=sub.pending)
+if not maps_drawn and not sub.pending:
+    _image_view()
+with right:
+    if sub.provisional_tier and not sub.pending and sub.provisional_tier != sub.evidence.tier:
+        st.warning(f"The provisional verdict was **{widgets.tier_text(sub.provisional_tier)}**; with LaDeDa's "
+                   f"local traces and the guardrails in, it is **{widgets.tier_text(sub.evidence.tier)}**.",
+                   icon=":material/change_circle:")
 sha = sub.sha256
 _fx = st.session_state.setdefault("inspect-forensics-extras", {}).setdefault(sha, {})
 subject = widgets.forensics_subject(sub.evidence, sub.decoded, sub.analysis, extras=_fx)

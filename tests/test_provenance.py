@@ -226,3 +226,38 @@ def test_the_stability_probe_does_not_undo_a_provenance_verdict(generated, trust
             "variants": [{"name": "jpeg_q50", "tier": "fake", "flipped": True}]}
     after = with_stability(d, flip)
     assert after.tier == "fake"
+
+
+def test_the_evidence_report_and_exports_carry_the_verified_facts(generated, trusted, tmp_path):
+    import csv
+
+    from core.review.report import build_report
+    from core.review.store import ReviewStore
+    from core.scoring.analysis import analyse, record_analysis
+    from core.scoring.detector import Detector
+
+    from .conftest import save_random_tiny
+
+    detector = Detector.load(save_random_tiny(tmp_path / "tiny.pt", seed=3), fast=False)
+    store = ReviewStore(tmp_path / "review.sqlite")
+    try:
+        analysis = analyse(detector, generated, name="generated.jpg")
+        assert analysis.tier == "fake" and analysis.to_json()["provenance"]["decision"] == "ai_generated"
+        record_analysis(store, analysis, name="generated.jpg", uploader="intake")
+        sha = analysis.score.sha256
+        store.label(sha, "fake", "ana")
+        doc = build_report(store, sha, detector, generated_by="lead").html
+        assert "Content Credentials" in doc and "signed by Test Generator Signer (Test Generator Vendor)" in doc
+        assert "ai_generated (signature valid: True, hash binding intact: True, signer trusted: True" in doc
+        out = store.export_batch(tmp_path / "export", exported_by="lead", sqlite=tmp_path / "batch.sqlite")
+        with open(out["csv"], newline="") as fh:
+            row = next(csv.DictReader(fh))
+        assert (row["provenance"], row["provenance_signer"], row["provenance_trusted"]) == (
+            "ai_generated", "Test Generator Signer (Test Generator Vendor)", "true")
+        assert row["provenance_issuer"] == "Test Generator Vendor Intermediate CA"
+        import sqlite3
+
+        with sqlite3.connect(out["sqlite"]) as con:
+            assert con.execute("select provenance from scorings").fetchone() == ("ai_generated",)
+    finally:
+        store.close()

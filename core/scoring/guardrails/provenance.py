@@ -431,3 +431,13 @@ def _declared_types(manifest: dict[str, Any]) -> list[str]:
         if not str(assertion.get("label", "")).startswith("c2pa.actions"):
             walk(assertion.get("data"))
     return found
+
+
+def credentials_status() -> dict[str, Any]:
+    """What settings show: the library in use (or why none) and the trust list in force."""
+    c2pa, unavailable = library_status()
+    library = None
+    if c2pa is not None:
+        library = f"c2pa-python {getattr(c2pa, '__version__', '?')} (C2PA SDK {c2pa.sdk_version()})"
+    return {"library": library, "unavailable": unavailable, "env": TRUST_ANCHORS_ENV,
+            "trust_list": trust_list().to_json()}

@@ -261,3 +261,15 @@ def test_the_evidence_report_and_exports_carry_the_verified_facts(generated, tru
             assert con.execute("select provenance from scorings").fetchone() == ("ai_generated",)
     finally:
         store.close()
+
+
+def test_a_damaged_manifest_is_unverified_never_a_traceback(generated, trusted):
+    start = generated.find(b"\xff\xeb")  # the first APP11 segment: the manifest store (JUMBF)
+    for offset, expect in ((200, "cannot be read"), (2000, "signature invalid")):
+        damaged = bytearray(generated)
+        for k in range(start + offset, start + offset + 60):
+            damaged[k] ^= 0x55
+        report = guard(bytes(damaged))
+        assert report.provenance.present and report.provenance.decision == "unverified"
+        assert any(expect in p for p in report.provenance.problems), report.provenance.problems
+        assert decide(0.05, TIERS, report).tier == "review"

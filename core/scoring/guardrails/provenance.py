@@ -210,20 +210,20 @@ def read_provenance(raw: bytes, image_format: str | None = None, *, marker: bool
     except Exception as exc:  # a PEM the library refuses although it parsed as certificates
         trust = TrustList(path=trust.path, error=f"trust list {trust.path} refused by the C2PA library ({exc})")
         context = c2pa.Context.from_dict(settings_for(trust))
-    with context:
-        try:
+    try:
+        with context:
             reader = c2pa.Reader.try_create(_MIME.get(image_format or ""), io.BytesIO(raw), None, context)
-        except Exception as exc:
-            return _unreadable(exc, marker, trust)
-        if reader is None:
-            return ProvenanceReport(trust_list=trust.path)
-        with reader:
-            store = json.loads(reader.json())
-            try:
-                cr = json.loads(reader.crjson())
-            except Exception:  # the certificate details are a bonus; the verification stands without them
-                cr = {}
-    return _report(store, cr, trust)
+            if reader is None:
+                return ProvenanceReport(trust_list=trust.path)
+            with reader:
+                store = json.loads(reader.json())
+                try:
+                    cr = json.loads(reader.crjson())
+                except Exception:  # the certificate details are a bonus; the verification stands without them
+                    cr = {}
+        return _report(store, cr, trust)
+    except Exception as exc:  # a manifest the library (or this reading of it) cannot make sense of: said, not raised
+        return _unreadable(exc, marker, trust)
 
 
 def _unreadable(exc: Exception, marker: bool, trust: TrustList) -> ProvenanceReport:

@@ -33,11 +33,16 @@ class TestCA:
         return path
 
 
-def make_ca(org: str = "Test Generator Vendor", signer_cn: str = "Test Generator Signer") -> TestCA:
+#: Signing-certificate usages vendors use: e-mail protection, document signing, C2PA claim signing.
+EMAIL_PROTECTION, DOCUMENT_SIGNING, C2PA_CLAIM_SIGNING = "1.3.6.1.5.5.7.3.4", "1.3.6.1.5.5.7.3.36", "1.3.6.1.4.1.62558.2.1"
+
+
+def make_ca(org: str = "Test Generator Vendor", signer_cn: str = "Test Generator Signer",
+            eku: str = EMAIL_PROTECTION) -> TestCA:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
 
     now = _dt.datetime.now(_dt.timezone.utc)
 
@@ -57,7 +62,7 @@ def make_ca(org: str = "Test Generator Vendor", signer_cn: str = "Test Generator
              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                             critical=False))
         if not ca:
-            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+            b = b.add_extension(x509.ExtendedKeyUsage([ObjectIdentifier(eku)]), critical=False)
         return b.sign(issuer_key, hashes.SHA256())
 
     root_key, inter_key, signer_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
@@ -100,7 +105,9 @@ def sign(image_bytes: bytes, mime: str, ca: TestCA, actions: dict[str, Any],
     manifest = {"claim_generator_info": [{"name": generator, "version": "1.0"}], "title": "test image",
                 "assertions": [{"label": "c2pa.actions", "data": actions}]}
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, ca.chain_pem, ca.signer_key_pem, None)
-    with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
+    # The signing side does not judge its own certificate (verification is what the product under test does).
+    with c2pa.Context.from_dict({"verify": {"verify_after_sign": False}}) as context, \
+            c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest, context) as builder:
         out = io.BytesIO()
         builder.sign(signer, mime, io.BytesIO(image_bytes), out)
     return out.getvalue()

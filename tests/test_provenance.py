@@ -12,8 +12,8 @@ from core.scoring.guardrails import run_guardrails
 from core.scoring.guardrails.provenance import TRUST_ANCHORS_ENV, read_provenance
 from core.scoring.policy import decide
 
-from .c2pa_signing import (ai_assisted_edit, camera_capture, change_png_pixel, created_by_ai, flip_jpeg_scan_byte,
-                           make_ca, sign)
+from .c2pa_signing import (C2PA_CLAIM_SIGNING, DOCUMENT_SIGNING, ai_assisted_edit, camera_capture, change_png_pixel,
+                           created_by_ai, flip_jpeg_scan_byte, make_ca, sign)
 from .conftest import encode, make_photo
 
 TIERS = {"real_below": 0.3, "fake_at_or_above": 0.7}
@@ -93,6 +93,18 @@ def test_the_same_file_without_its_issuer_on_the_trust_list_goes_to_review(gener
     (tmp_path / "bundle.pem").write_bytes(other.root_pem + ca.intermediate_pem)
     monkeypatch.setenv(TRUST_ANCHORS_ENV, str(tmp_path / "bundle.pem"))
     assert guard(generated).provenance.decision == "ai_generated"
+
+
+@pytest.mark.parametrize("eku", [DOCUMENT_SIGNING, C2PA_CLAIM_SIGNING])
+def test_signers_with_the_c2pa_key_usages_verify(eku, photo_jpeg, tmp_path, monkeypatch):
+    """Vendors' signing certificates carry document-signing or C2PA claim-signing usage, not only e-mail."""
+    ca = make_ca(eku=eku)
+    signed = sign(photo_jpeg, "image/jpeg", ca, created_by_ai())
+    monkeypatch.delenv(TRUST_ANCHORS_ENV, raising=False)
+    prov = guard(signed).provenance
+    assert prov.signature_valid and prov.trusted is False and prov.decision == "unverified"
+    monkeypatch.setenv(TRUST_ANCHORS_ENV, str(ca.write_root(tmp_path / "anchors.pem")))
+    assert guard(signed).provenance.decision == "ai_generated"
 
 
 def test_one_byte_changed_in_the_image_data_after_signing_is_edited_after_signing(generated, trusted):

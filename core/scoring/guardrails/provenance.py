@@ -42,6 +42,15 @@ _NOT_SIGNATURE_CODES = ("signingCredential.untrusted", "timeStamp.untrusted")
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff", "GIF": "image/gif",
          "HEIF": "image/heif", "AVIF": "image/avif"}
 _MAX_DEPTH = 8
+#: Extended key usages a signing certificate may carry (the C2PA specification's, as in the C2PA SDK's own
+#: trust configuration). Passed explicitly: without it this library version accepts e-mail protection only,
+#: and calls a signer with the C2PA claim-signing or document-signing usage invalid.
+ALLOWED_EKUS = ("1.3.6.1.5.5.7.3.4",  # id-kp-emailProtection
+                "1.3.6.1.5.5.7.3.36",  # id-kp-documentSigning
+                "1.3.6.1.5.5.7.3.8",  # id-kp-timeStamping
+                "1.3.6.1.5.5.7.3.9",  # id-kp-OCSPSigning
+                "1.3.6.1.4.1.311.76.59.1.9",  # Microsoft C2PA signing
+                "1.3.6.1.4.1.62558.2.1")  # c2pa-kp-claimSigning
 
 
 @dataclass
@@ -181,9 +190,9 @@ def settings_for(trust: TrustList) -> dict[str, Any]:
     verify = {"verify_after_reading": True, "verify_trust": True, "ocsp_fetch": False, "remote_manifest_fetch": False,
               # The trust list names signers' issuers, not timestamp authorities.
               "verify_timestamp_trust": False}
-    out: dict[str, Any] = {"verify": verify}
+    out: dict[str, Any] = {"verify": verify, "trust": {"trust_config": "\n".join(ALLOWED_EKUS) + "\n"}}
     if trust.pem:
-        out["trust"] = {"trust_anchors": trust.pem}
+        out["trust"]["trust_anchors"] = trust.pem
     return out
 
 

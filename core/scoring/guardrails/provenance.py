@@ -310,6 +310,8 @@ def _generator(active: dict[str, Any]) -> str | None:
     if active.get("claim_generator"):
         return str(active["claim_generator"])
     infos = active.get("claim_generator_info") or []
+    if isinstance(infos, dict):
+        infos = [infos]
     if infos and isinstance(infos[0], dict) and infos[0].get("name"):
         return " ".join(str(v) for v in (infos[0]["name"], infos[0].get("version")) if v)
     return None

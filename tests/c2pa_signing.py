@@ -34,7 +34,8 @@ class TestCA:
 
 
 #: Signing-certificate usages vendors use: e-mail protection, document signing, C2PA claim signing.
-EMAIL_PROTECTION, DOCUMENT_SIGNING, C2PA_CLAIM_SIGNING = "1.3.6.1.5.5.7.3.4", "1.3.6.1.5.5.7.3.36", "1.3.6.1.4.1.62558.2.1"
+EMAIL_PROTECTION, DOCUMENT_SIGNING = "1.3.6.1.5.5.7.3.4", "1.3.6.1.5.5.7.3.36"
+C2PA_CLAIM_SIGNING = "1.3.6.1.4.1.62558.2.1"
 
 
 def make_ca(org: str = "Test Generator Vendor", signer_cn: str = "Test Generator Signer",
@@ -47,7 +48,8 @@ def make_ca(org: str = "Test Generator Vendor", signer_cn: str = "Test Generator
     now = _dt.datetime.now(_dt.timezone.utc)
 
     def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
 
     def cert(subject: str, issuer: str, key: Any, issuer_key: Any, ca: bool, path_len: int | None = None) -> Any:
         usage = dict(digital_signature=not ca, content_commitment=False, key_encipherment=False,

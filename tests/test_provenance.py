@@ -61,7 +61,8 @@ def test_signed_ai_generation_with_a_trusted_signer_is_clearly_fake_by_provenanc
     assert prov.signer == "Test Generator Signer (Test Generator Vendor)"
     assert prov.issuer == "Test Generator Vendor Intermediate CA"  # the chain goes on to the root in the bundle
     assert prov.claim_generator == "TestGen App 1.0"
-    assert prov.actions[0]["action"] == "c2pa.created" and prov.actions[0]["software_agent"] == "TestGen Image Model 2.0"
+    assert prov.actions[0]["action"] == "c2pa.created"
+    assert prov.actions[0]["software_agent"] == "TestGen Image Model 2.0"
     j = report.to_json()["provenance"]
     assert PROVENANCE_KEYS <= set(j) and j["decision"] == "ai_generated" and j["trusted"] is True
     # whatever the detector says (real, review band, fake), the verified claim decides, named first

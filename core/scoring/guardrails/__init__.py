@@ -21,7 +21,8 @@ from core.scoring.guardrails.quality import QualityReport, assess_quality, estim
 if TYPE_CHECKING:  # pragma: no cover
     from core.scoring.detector import Detector
 
-__all__ = ["Face", "GuardrailReport", "MetadataReport", "ProvenanceReport", "QualityReport", "estimate_jpeg_quality", "run_guardrails"]
+__all__ = ["Face", "GuardrailReport", "MetadataReport", "ProvenanceReport", "QualityReport", "estimate_jpeg_quality",
+           "run_guardrails"]
 
 
 @dataclass

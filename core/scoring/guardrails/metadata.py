@@ -82,7 +82,8 @@ class MetadataReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"exif": self.exif, "text_chunks": self.text_chunks, "xmp_hints": self.xmp_hints, "c2pa": self.c2pa,
-                "c2pa_verified_elsewhere": self.c2pa_verified_elsewhere, "generator_hints": self.generator_hints, "editor_hints": self.editor_hints,
+                "c2pa_verified_elsewhere": self.c2pa_verified_elsewhere, "generator_hints": self.generator_hints,
+                "editor_hints": self.editor_hints,
                 "camera": self.has_camera, "camera_make": self.exif.get("make"),
                 "camera_model": self.exif.get("model"), "capture_time": self.capture_time,
                 "software": self.exif.get("software"), "evidence": self.evidence()}

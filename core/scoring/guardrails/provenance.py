@@ -275,21 +275,22 @@ def _report(store: dict[str, Any], cr: dict[str, Any], trust: TrustList) -> Prov
     if cert:
         rep.signer, rep.issuer = _dn(cert.get("subject")), _dn(cert.get("issuer"))
     else:
-        rep.signer = " ".join(v for v in (info.get("common_name"), f"({info['issuer']})" if info.get("issuer") else None)
-                              if v) or None
+        org = f"({info['issuer']})" if info.get("issuer") else None  # signature_info's "issuer" is the signer's O
+        rep.signer = " ".join(v for v in (info.get("common_name"), org) if v) or None
     rep.actions = _actions(manifests, label, depth=0, via=None)
     rep.source_types = list(dict.fromkeys([a["source_type"] for a in rep.actions if a.get("source_type")]
                                           + _declared_types(active)))
     whole = any(a.get("source_type") in AI_WHOLE_TYPES and a["action"] in _CARRY_ACTIONS for a in rep.actions) or \
         any(t in AI_WHOLE_TYPES for t in _declared_types(active))
     rep.ai_edits = [] if whole else [_describe(a) for a in rep.actions if _ai_edit(a)]
-    rep.problems = _problems(rep, failures, other, trust)
+    rep.problems = _problems(rep, other, trust)
     rep.claim = "ai_generated" if whole else ("ai_edited" if rep.ai_edits else None)
     rep.decision = ("unverified" if not rep.verified else rep.claim) or "none"
     return rep
 
 
-def _problems(rep: ProvenanceReport, failures: list[str], other: list[str], trust: TrustList) -> list[str]:
+def _problems(rep: ProvenanceReport, other: list[str], trust: TrustList) -> list[str]:
+    """Why the manifest does not verify, in the words the policy's reason and the panel use."""
     out = []
     if not rep.signature_valid:
         out.append("signature invalid" + (f" ({', '.join(other)})" if other else " (no valid claim signature)"))
@@ -388,15 +389,20 @@ def _region(change: dict[str, Any]) -> str:
             o = shape.get("origin") or {}
             text = str(shape.get("type") or "region")
             if "x" in o and "y" in o:
-                text += f" at ({o['x']:g}, {o['y']:g})" if isinstance(o["x"], (int, float)) else f" at ({o['x']}, {o['y']})"
+                text += f" at ({_num(o['x'])}, {_num(o['y'])})"
             if shape.get("width") is not None and shape.get("height") is not None:
-                text += f", {shape['width']:g}×{shape['height']:g}" + (f" {shape['unit']}" if shape.get("unit") else "")
+                unit = f" {shape['unit']}" if shape.get("unit") else ""
+                text += f", {_num(shape['width'])}×{_num(shape['height'])}{unit}"
             parts.append(text)
         elif r:
             parts.append(str(r.get("type") or "region"))
     if change.get("description"):
         parts.append(str(change["description"]))
     return ": ".join(parts) if parts else "a region"
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _ai_edit(action: dict[str, Any]) -> bool:

@@ -150,3 +150,21 @@ def change_png_pixel(data: bytes, xy: tuple[int, int] = (5, 5)) -> bytes:
             continue
         out.append(chunk)
     return b"".join(out)
+
+
+def sign_with_ingredient(image_bytes: bytes, ingredient: bytes, ca: TestCA, relationship: str,
+                         actions: list[dict[str, Any]]) -> bytes:
+    """A new manifest over ``image_bytes`` that records the signed file ``ingredient`` as its parent or a
+    component (as an app does when it converts or composites a generated image)."""
+    import c2pa
+
+    manifest = {"claim_generator_info": [{"name": "TestGen App", "version": "1.0"}], "title": "derived image",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, ca.chain_pem, ca.signer_key_pem, None)
+    with c2pa.Context.from_dict({"verify": {"verify_after_sign": False}}) as context, \
+            c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest, context) as builder:
+        builder.add_ingredient({"title": "ingredient.jpg", "relationship": relationship, "label": "ing"},
+                               "image/jpeg", io.BytesIO(ingredient))
+        out = io.BytesIO()
+        builder.sign(signer, "image/jpeg", io.BytesIO(image_bytes), out)
+    return out.getvalue()

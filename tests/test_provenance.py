@@ -12,8 +12,8 @@ from core.scoring.guardrails import run_guardrails
 from core.scoring.guardrails.provenance import TRUST_ANCHORS_ENV, read_provenance
 from core.scoring.policy import decide
 
-from .c2pa_signing import (C2PA_CLAIM_SIGNING, DOCUMENT_SIGNING, ai_assisted_edit, camera_capture, change_png_pixel,
-                           created_by_ai, flip_jpeg_scan_byte, make_ca, sign)
+from .c2pa_signing import (C2PA_CLAIM_SIGNING, DOCUMENT_SIGNING, IPTC, ai_assisted_edit, camera_capture,
+                           change_png_pixel, created_by_ai, flip_jpeg_scan_byte, make_ca, sign, sign_with_ingredient)
 from .conftest import encode, make_photo
 
 TIERS = {"real_below": 0.3, "fake_at_or_above": 0.7}
@@ -137,6 +137,24 @@ def test_a_signed_ai_assisted_edit_is_partly_generated_with_its_regions(ca, phot
         d = decide(p, TIERS, report)
         assert d.tier == "review" and d.reasons[0].startswith("Partly generated, per its signed credentials")
         assert "TestEdit Generative Fill" in d.reasons[0] and "sky replaced" in d.reasons[0]
+
+
+def test_the_generation_claim_of_a_parent_ingredient_carries_through_a_conversion(ca, generated, trusted):
+    """As a generator's app ships it: the active manifest converts a parent whose own manifest says "created by
+    an AI model". As a component of a capture the same claim makes the image partly generated."""
+    pixels = encode(decode_image(generated).image, "JPEG", quality=85)
+    converted = sign_with_ingredient(pixels, generated, ca, "parentOf", [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["ing"]}}, {"action": "c2pa.converted"}])
+    prov = guard(converted).provenance
+    assert prov.decision == "ai_generated" and prov.source_types == ["trainedAlgorithmicMedia"]
+    assert [a["action"] for a in prov.actions] == ["c2pa.opened", "c2pa.converted", "c2pa.created"]
+    assert prov.actions[-1]["ingredient"] == "parentOf: ingredient.jpg"
+    composite = sign_with_ingredient(pixels, generated, ca, "componentOf", [
+        {"action": "c2pa.created", "digitalSourceType": IPTC + "digitalCapture"},
+        {"action": "c2pa.placed", "parameters": {"ingredientIds": ["ing"]}}])
+    prov = guard(composite).provenance
+    assert prov.decision == "ai_edited" and any("componentOf: ingredient.jpg" in e for e in prov.ai_edits)
+    assert decide(0.05, TIERS, guard(composite)).tier == "review"
 
 
 def test_a_signed_camera_capture_is_never_clearly_fake(ca, photo_jpeg, trusted):

@@ -40,6 +40,7 @@ with st.sidebar:
     st.session_state["active_detector"] = active
     if active is not None:
         widgets.model_panel(st.sidebar, active)
+    widgets.credentials_panel(st.sidebar)
 
 widgets.header(active, who)
 exposed = services.exposure_warning()

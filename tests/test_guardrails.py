@@ -207,8 +207,19 @@ def test_xmp_digital_source_type_and_c2pa_markers():
     jpeg = encode(make_photo(), "JPEG", quality=92)
     payload = b"JP\x00\x01jumbc2pa.actions trainedAlgorithmicMedia"
     app11 = b"\xff\xeb" + (len(payload) + 2).to_bytes(2, "big") + payload
-    meta = run_guardrails(decode_image(jpeg[:2] + app11 + jpeg[2:])).metadata
+    forged = jpeg[:2] + app11 + jpeg[2:]
+    from core.scoring.guardrails.metadata import read_metadata
+
+    with Image.open(io.BytesIO(forged)) as container:
+        meta = read_metadata(container, forged)
     assert meta.c2pa and any("C2PA" in h for h in meta.generator_hints)
+    assert any("verify it" in line for line in meta.evidence())
+    # With the C2PA library the bytes are only a marker: the library finds no manifest in them, so the
+    # unsigned reading is dropped rather than counted as generator evidence (tests/test_provenance.py).
+    report = run_guardrails(decode_image(forged))
+    assert report.metadata.c2pa and report.metadata.c2pa_verified_elsewhere
+    assert not any("C2PA" in h for h in report.metadata.generator_hints)
+    assert not report.provenance.present and report.provenance.decision == "none"
 
 
 def test_c2pa_text_inside_pixel_data_is_not_a_manifest():

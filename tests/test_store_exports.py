@@ -193,7 +193,10 @@ def test_appended_columns_carry_name_tier_note_and_sign_in(populated, tmp_path):
     header, (row,) = _read_csv(out["csv"])
     assert tuple(header[:9]) == ("sha256", "logit", "probability", "label", "reviewer", "labelled_at", "model_sha256",
                                  "calibration_version", "preprocess_fingerprint")  # the old contract, unchanged
-    assert header[9:] == ["name", "tier", "note", "authenticated", "agreement_state"]
+    assert header[9:14] == ["name", "tier", "note", "authenticated", "agreement_state"]
+    # then the scoring's Content Credentials: empty for a scoring whose guardrails verified none
+    assert header[14:] == ["provenance", "provenance_signer", "provenance_issuer", "provenance_trusted"]
+    assert all(row[c] == "" for c in header[14:])
     assert (row["name"], row["tier"], row["note"], row["authenticated"]) == (
         "photo8.jpg", "review", "seen on two sites", "true")
     (line,) = [json.loads(x) for x in open(out["jsonl"])]

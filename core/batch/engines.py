@@ -55,7 +55,7 @@ def _ray_init(ray, options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}
-    for name in ("LADEDA_PRECISION", "LADEDA_DATA_DIR"):
+    for name in ("LADEDA_PRECISION", "LADEDA_DATA_DIR", "LADEDA_C2PA_TRUST_ANCHORS"):
         if os.environ.get(name):
             env[name] = os.environ[name]
     try:

@@ -200,7 +200,8 @@ def write_sqlite_batch(rows: list[dict[str, Any]], path: str | os.PathLike) -> N
                        pk="sha256")
     scoring_cols = {"id": int, "sha256": str, "scored_at": str, "model_sha256": str, "model_label": str,
                     "preprocess_fingerprint": str, "calibration_version": str, "logit": float, "probability": float,
-                    "tier": str, "precision": str}
+                    "tier": str, "precision": str, "provenance": str, "provenance_signer": str,
+                    "provenance_issuer": str, "provenance_trusted": int}
     db["scorings"].create(scoring_cols, pk="id", foreign_keys=[("sha256", "items", "sha256")])
     label_cols = {"label_event_id": int, "sha256": str, "label": str, "reviewer": str, "labelled_at": str,
                   "note": str, "seconds_spent": float, "authenticated": int, "scoring_id": int}

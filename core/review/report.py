@@ -285,6 +285,12 @@ def _guardrail_block(analysis: Any) -> str:
             ("JPEG quality", "not a JPEG" if q.jpeg_quality is None else f"{q.jpeg_quality:.0f}"),
             ("Resolution", f"{q.width}×{q.height}")]
     rows += [("Metadata", line) for line in g.metadata.evidence()]
+    prov = g.provenance
+    rows += [("Content Credentials", line) for line in prov.evidence()]
+    if prov.present:
+        rows.append(("Content Credentials decision", f"{prov.decision} (signature valid: {prov.signature_valid}, "
+                     f"hash binding intact: {prov.binding_intact}, signer trusted: {prov.trusted}; "
+                     f"trust list: {prov.trust_list or 'none configured'})"))
     return _table(rows)
 
 

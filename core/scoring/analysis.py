@@ -97,6 +97,7 @@ class Analysis:
             out["components"], out["ood"] = v["components"], v["ood"]
         out["decision"] = self.decision.to_json()
         out["guardrails"] = self.guardrails.to_json() if self.guardrails is not None else None
+        out["provenance"] = out["guardrails"]["provenance"] if out["guardrails"] is not None else None
         out["timings_ms"] = {**out["timings_ms"], **{k: round(v, 2) for k, v in self.timings_ms.items()}}
         return out
 

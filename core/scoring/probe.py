@@ -214,11 +214,15 @@ def stability_reason(result: ProbeResult | dict[str, Any]) -> str | None:
 def with_stability(decision: Decision, result: ProbeResult | dict[str, Any]) -> Decision:
     """The decision after the probe: a flip moves any tier to ``review`` with the reason; else unchanged.
 
-    Like every policy rule it only ever moves a tier to review.
+    Like every policy rule it only ever moves a tier to review, except one that the file's Content
+    Credentials set (policy rule 8): a signed claim does not depend on how stable the pixels' score is.
     """
     reason = stability_reason(result)
     if reason is None:
         return decision
+    if decision.decided_by == "provenance":
+        kept = reason.replace("; sent to review.", "; the tier stays: the file's Content Credentials set it.")
+        return dataclasses.replace(decision, reasons=[*decision.reasons, kept])
     return dataclasses.replace(decision, tier="review", reasons=[*decision.reasons, reason])
 
 

@@ -22,13 +22,33 @@ from core.review.store.tables import export_items, exports
 
 #: Recalibration CSV/JSONL columns. The first nine are what ``core calibrate`` has always read;
 #: ``name``, ``tier``, ``note``, ``authenticated`` and ``agreement_state`` (blind double review: single,
-#: pending_second, agreed, pending_adjudication, adjudicated) were appended (never reorder, only append).
+#: pending_second, agreed, pending_adjudication, adjudicated) were appended (never reorder, only append),
+#: then the scoring's verified Content Credentials (:data:`PROVENANCE_COLUMNS`).
 RECALIBRATION_COLUMNS = ("sha256", "logit", "probability", "label", "reviewer", "labelled_at", "model_sha256",
                          "calibration_version", "preprocess_fingerprint", "name", "tier", "note", "authenticated",
-                         "agreement_state")
+                         "agreement_state", "provenance", "provenance_signer", "provenance_issuer",
+                         "provenance_trusted")
+#: From the scoring's guardrail report: ``provenance`` is its decision (ai_generated, ai_edited, unverified,
+#: none; empty when never scored or scored before credentials were verified), then who signed, who issued
+#: the signer's certificate, and whether that chains to the trust list in force at scoring time.
+PROVENANCE_COLUMNS = ("provenance", "provenance_signer", "provenance_issuer", "provenance_trusted")
 MANIFEST_COLUMNS = ("path", "sha256", "label", "original_name", "logit", "probability", "tier", "model_sha256",
                     "reviewer", "labelled_at", "content")
 LABEL_DIRS = {"real": "0_real", "fake": "1_fake"}
+
+
+def provenance_columns(guardrails: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The export's provenance cells from a scoring's stored guardrail report (JSON text or parsed)."""
+    if isinstance(guardrails, str):
+        try:
+            guardrails = json.loads(guardrails) if guardrails else None
+        except ValueError:
+            guardrails = None
+    prov = (guardrails or {}).get("provenance") if isinstance(guardrails, Mapping) else None
+    if not isinstance(prov, Mapping):
+        return dict.fromkeys(PROVENANCE_COLUMNS)
+    return {"provenance": prov.get("decision"), "provenance_signer": prov.get("signer"),
+            "provenance_issuer": prov.get("issuer"), "provenance_trusted": prov.get("trusted")}
 
 
 def model_verdict(tier: str | None, probability: float | None) -> str | None:

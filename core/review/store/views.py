@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.review.agreement import agreement_state
+from core.review.store.exports import provenance_columns
 from core.review.store.labels import LabelFilters
 from core.review.store.queue import CLAIM_ORDER
 from core.review.store.items import latest_scoring_id
@@ -22,7 +23,8 @@ _I, _S, _Q, _C, _E, _X = items.c, scorings.c, queue.c, current_labels.c, label_e
 #: What an export, a preview and the labelled list carry per labelled item.
 _SELECTION = (_I.name, _I.ext, _I.storage, _I.size, _I.uploaded_at, _S.id.label("scoring_id"), _S.logit,
               _S.probability, _S.tier, _S.model_sha256, _S.model_label, _S.calibration_version,
-              _S.preprocess_fingerprint, _S.precision, _S.scored_at)
+              _S.preprocess_fingerprint, _S.precision, _S.scored_at,
+              _S.guardrails.label("scoring_guardrails"))  # read for its provenance cells, then dropped (as_dicts)
 
 
 #: Where the item stands in blind double review (turned into ``agreement_state`` by :func:`as_dicts`).
@@ -122,12 +124,15 @@ def exported(export_id: str) -> sa.Select:
 
 
 def as_dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Booleans as Python bools on both databases (SQLite returns 0/1 through a text join)."""
+    """Booleans as Python bools on both databases (SQLite returns 0/1 through a text join); the scoring's
+    guardrail report reduced to the export's provenance cells."""
     for r in rows:
         if "authenticated" in r and r["authenticated"] is not None:
             r["authenticated"] = bool(r["authenticated"])
         if "review_stage" in r:
             r["agreement_state"] = agreement_state(r.pop("review_stage"), r.pop("queue_state", None), True)
+        if "scoring_guardrails" in r:
+            r.update(provenance_columns(r.pop("scoring_guardrails")))
     return rows
 
 

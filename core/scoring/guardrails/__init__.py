@@ -1,4 +1,4 @@
-"""Guardrails around the model: faces (with per-face scores), quality, metadata.
+"""Guardrails around the model: faces (with per-face scores), quality, metadata, Content Credentials.
 
 ``run_guardrails`` gathers the findings that the policy (``core.scoring.policy``)
 combines with the calibrated probability, and that analysts see beside it.
@@ -15,12 +15,14 @@ from PIL import Image
 from core.imageio import DecodedImage
 from core.scoring.guardrails.faces import Face, faces_for
 from core.scoring.guardrails.metadata import MetadataReport, read_metadata
+from core.scoring.guardrails.provenance import ProvenanceReport, library_status, read_provenance
 from core.scoring.guardrails.quality import QualityReport, assess_quality, estimate_jpeg_quality
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.scoring.detector import Detector
 
-__all__ = ["Face", "GuardrailReport", "MetadataReport", "QualityReport", "estimate_jpeg_quality", "run_guardrails"]
+__all__ = ["Face", "GuardrailReport", "MetadataReport", "ProvenanceReport", "QualityReport", "estimate_jpeg_quality",
+           "run_guardrails"]
 
 
 @dataclass
@@ -29,6 +31,8 @@ class GuardrailReport:
     quality: QualityReport
     metadata: MetadataReport
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The C2PA manifest as the official library verified it (absent: nothing to verify).
+    provenance: ProvenanceReport = field(default_factory=ProvenanceReport)
 
     @property
     def max_face_score(self) -> float | None:
@@ -43,6 +47,7 @@ class GuardrailReport:
             "jpeg_quality": self.quality.jpeg_quality,
             "quality": self.quality.to_json(),
             "metadata": self.metadata.to_json(),
+            "provenance": self.provenance.to_json(),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
 
@@ -67,6 +72,11 @@ def run_guardrails(decoded: DecodedImage, detector: "Detector | None" = None, *,
         if container is not decoded.image:
             container.close()
     t2 = time.perf_counter()
+    provenance = read_provenance(decoded.raw, decoded.format, marker=metadata.c2pa)
+    if library_status()[1] is None:  # the library read the file: its account replaces the byte markers'
+        metadata.defer_c2pa_to_library()
+    t3 = time.perf_counter()
     faces, face_timings = faces_for(decoded, detector)
-    return GuardrailReport(faces=faces, quality=quality, metadata=metadata,
-                           timings_ms={"metadata": (t1 - t0) * 1e3, "quality": (t2 - t1) * 1e3, **face_timings})
+    return GuardrailReport(faces=faces, quality=quality, metadata=metadata, provenance=provenance,
+                           timings_ms={"metadata": (t1 - t0) * 1e3, "quality": (t2 - t1) * 1e3,
+                                       "provenance": (t3 - t2) * 1e3, **face_timings})

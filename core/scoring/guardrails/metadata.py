@@ -3,6 +3,9 @@
 Why: metadata often tells the story (a Stable Diffusion ``parameters`` chunk,
 a C2PA manifest, ``trainedAlgorithmicMedia``), but it is trivially stripped
 or forged, so it is reported as evidence and never decides a verdict alone.
+C2PA bytes seen here are only a marker: the signed manifest itself is read and
+verified by :mod:`core.scoring.guardrails.provenance`, whose account replaces
+the marker's whenever the C2PA library is available.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ _DATETIME_ORIGINAL = 0x9003
 _USER_COMMENT = 0x9286
 #: Text that Stable Diffusion front-ends write into their parameters (PNG chunk or EXIF UserComment).
 _SD_PARAMETER_MARKERS = ("steps:", "sampler:", "cfg scale:", "negative prompt:", "seed:")
+#: How a generator hint read from raw C2PA bytes begins (unsigned reading; see ``defer_c2pa_to_library``).
+_C2PA_HINT = "C2PA manifest declares"
 
 
 @dataclass
@@ -42,6 +47,13 @@ class MetadataReport:
     c2pa: bool = False
     generator_hints: list[str] = field(default_factory=list)
     editor_hints: list[str] = field(default_factory=list)
+    #: The C2PA library read this file (see the provenance report): the byte markers say nothing more.
+    c2pa_verified_elsewhere: bool = False
+
+    def defer_c2pa_to_library(self) -> None:
+        """Drop the unsigned reading of C2PA bytes: the library's verified account takes its place."""
+        self.c2pa_verified_elsewhere = True
+        self.generator_hints = [h for h in self.generator_hints if not h.startswith(_C2PA_HINT)]
 
     @property
     def has_camera(self) -> bool:
@@ -62,7 +74,7 @@ class MetadataReport:
             lines.append(f"Generator trace: {h}")
         for h in self.editor_hints:
             lines.append(f"Edited with: {h}")
-        if self.c2pa:
+        if self.c2pa and not self.c2pa_verified_elsewhere:
             lines.append("C2PA / Content Credentials manifest present (provenance claim; verify it)")
         if not (self.exif or self.text_chunks or self.xmp_hints):
             lines.append("No metadata (stripped or never written); absence proves nothing")
@@ -70,7 +82,8 @@ class MetadataReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"exif": self.exif, "text_chunks": self.text_chunks, "xmp_hints": self.xmp_hints, "c2pa": self.c2pa,
-                "generator_hints": self.generator_hints, "editor_hints": self.editor_hints,
+                "c2pa_verified_elsewhere": self.c2pa_verified_elsewhere, "generator_hints": self.generator_hints,
+                "editor_hints": self.editor_hints,
                 "camera": self.has_camera, "camera_make": self.exif.get("make"),
                 "camera_model": self.exif.get("model"), "capture_time": self.capture_time,
                 "software": self.exif.get("software"), "evidence": self.evidence()}
@@ -195,7 +208,7 @@ def read_metadata(container: Image.Image, raw: bytes) -> MetadataReport:
     if rep.c2pa:
         for name in ("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"):
             if name.encode() in meta_bytes:
-                rep.generator_hints.append(f"C2PA manifest declares '{name}'")
+                rep.generator_hints.append(f"{_C2PA_HINT} '{name}'")
     # Generator and editor hints from every text source.
     sources = {f"EXIF {k} '{rep.exif[k][:60]}'": rep.exif[k] for k in ("software", "description", "artist")
                if rep.exif.get(k)}

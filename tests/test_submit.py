@@ -261,3 +261,11 @@ def test_without_the_encoder_the_verdict_waits_for_ladeda(det, tmp_path, monkeyp
     monkeypatch.setattr(clip_mod, "load_encoder", lambda *a, **k: None)
     sub = submit_mod.submit(det, _png(12), "plain.png", ReviewStore(tmp_path / "review.sqlite"), "ana", defer=True)
     assert sub.first is None and sub.evidence.has_patch_map and sub.pending
+
+
+def test_verdict_first_refuses_what_ladedas_pass_would_refuse(det, tmp_path):
+    """A banner the native-resolution spec makes thinner than one patch gets no provisional verdict from
+    CLIP: it is refused at once, with the same typed message as LaDeDa's pass gives."""
+    thin = encode(Image.new("RGB", (8000, 40), (90, 120, 150)), "PNG")
+    with pytest.raises(ImageTooSmallError, match="too thin or too small"):
+        submit_mod.submit(det, thin, "banner.png", ReviewStore(tmp_path / "review.sqlite"), "ana", defer=True)

@@ -176,14 +176,22 @@ class Detector:
         """The model input for an image; refuses (typed) one thinner than a single patch after resizing."""
         model_input = to_model_input(source, self.spec, max_pixels=self.max_pixels)
         h, w = (int(v) for v in model_input.tensor.shape[-2:])
+        self._refuse_if_too_small(model_input.decoded, h, w)
+        return model_input
+
+    def check_size(self, decoded: DecodedImage) -> None:
+        """Refuse (typed, as :meth:`prepare` would) an image the spec makes thinner than one patch, without
+        preprocessing it: a verdict-first card must not show a verdict LaDeDa's pass will then refuse."""
+        h, w = self.spec.input_size(decoded.width, decoded.height)
+        self._refuse_if_too_small(decoded, int(h), int(w))
+
+    def _refuse_if_too_small(self, d: DecodedImage, h: int, w: int) -> None:
         need = int(self.geometry.size)
         if min(h, w) < need:
-            d = model_input.decoded
             raise ImageTooSmallError(
                 f"This image is too thin or too small to analyse: {d.width}×{d.height} px becomes {w}×{h} px "
                 f"for the model, which needs at least {need} px on each side (one {need}×{need} patch). "
                 "Upload a larger or less elongated version, or crop the part you want judged.")
-        return model_input
 
     def patch_map(self, tensor: torch.Tensor) -> np.ndarray:
         """N×3×H×W → N×H'×W' patch logits (float32 numpy)."""

@@ -96,6 +96,10 @@ if sub.pending:  # second pass: LaDeDa (when CLIP looked first), guardrails, fin
                                 authenticated=bool(who and who.authenticated),
                                 on_wait=lambda n: status.caption(f"Waiting for the model: {n} ahead…"))
         st.session_state[STATE]["sub"] = sub
+    if sub.pending:  # the second phase failed: its message stays on screen, nothing provisional is kept
+        st.session_state.pop(STATE, None)
+        verdict_slot.empty()
+        st.stop()
     status.empty()
     with verdict_slot.container():
         widgets.verdict_card(sub.evidence, key="inspect", pending=sub.pending)

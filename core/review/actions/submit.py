@@ -159,6 +159,7 @@ def _provisional(detector: "Detector", decoded: "DecodedImage", prepared: "Model
 def _first_look(detector: "Detector", decoded: "DecodedImage") -> "FirstLook | None":
     from core.scoring.analysis import first_look
 
+    detector.check_size(decoded)  # what LaDeDa's pass would refuse is refused before any verdict is shown
     return first_look(detector, decoded)
 
 

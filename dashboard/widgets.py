@@ -17,6 +17,7 @@ from typing import Any, Callable
 import streamlit as st
 from PIL import Image
 
+from core.learning.parts import share_sentence
 from core.review.evidence import Evidence
 from core.scoring import explain
 from dashboard import services
@@ -162,7 +163,12 @@ def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: s
             st.caption(f"logit {ev.logit:+.3f} · {'calibrated' if ev.calibrated else 'uncalibrated'}")
         # Always the same elements in the same order (absent ones as empty slots): the card is redrawn in
         # place when the guardrails finish, and a shorter second drawing would leave the first one's tail.
-        slots = [st.empty() for _ in range(5)]
+        slots = [st.empty() for _ in range(6)]
+        shares = share_sentence(ev.extra.get("components"))
+        if shares:  # what each part contributed to the served logit (the fusion's own terms)
+            slots[5].markdown(f"**Who decided:** {shares}",
+                              help="Each part's weighted term w·z of the served logit as a share of the parts' "
+                                   "total |w·z| (the fusion's intercept excluded); probabilities are each part's own.")
         if tiers:
             slots[0].markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
                               f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")

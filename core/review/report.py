@@ -231,6 +231,7 @@ def _identity_block(detector: "Detector") -> str:
 
 def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: Mapping[str, Any] | None,
                    reproduced: bool | None) -> str:
+    from core.learning.parts import share_sentence
     from core.scoring.probe import with_stability
 
     d = analysis.decision
@@ -241,6 +242,10 @@ def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: 
            f"<strong>{s.probability:.4f}</strong> ({'calibrated' if s.calibrated else 'uncalibrated sigmoid'}) · "
            f"logit {s.logit:+.4f} · tier from the thresholds alone: {_e(d.base_tier)}</p>",
            "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in d.reasons) + "</ul>"]
+    shares = share_sentence(analysis.served.components if getattr(analysis, "served", None) else None)
+    if shares:
+        out.append(f"<p>Who decided: {_e(shares)} (each part's weighted term w·z of the served logit, as a share "
+                   "of the parts' total |w·z|; the fusion's intercept excluded).</p>")
     if stored:
         same = stored.get("model_sha256") == s.model.get("sha256")
         out.append(f"<p>Stored at scoring time ({_e(stored.get('scored_at'))}, model "

@@ -101,6 +101,12 @@ def test_gradcam_on_the_clip_head_is_stored_once_and_never_shown_under_another_v
         assert other.cam is None and "another model" in other.note
         overlay = clip_cam.cam_overlay(photo, cam)
         assert overlay.size == photo.size
+        # the evidence report shows both maps, named for their parts, and each part's share
+        from core.review.report import build_report
+
+        doc = build_report(store, ev.sha256, det, probe=False, analysis=sub.analysis).html
+        assert 'alt="CLIP GradCAM"' in doc and 'alt="LaDeDa local traces"' in doc
+        assert "Who decided: CLIP second opinion" in doc or "Who decided: LaDeDa local traces" in doc
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import time
 
 import streamlit as st
 
-from core.review import agreement
+from core.review import agreement, clip_maps
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
@@ -72,7 +72,8 @@ with verdict_slot.container():  # provisional until the guardrails ran (its own 
     widgets.verdict_card(sub.evidence, key="inspect-provisional" if sub.pending else "inspect", pending=sub.pending)
 with left:
     widgets.image_view(sub.evidence, image, key="inspect",
-                       compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
+                       clip_map=lambda compute: clip_maps.clip_map(det, store, sub.evidence,
+                                                                   image, compute=compute))
 
 if sub.pending:  # second pass: guardrails, final tier, record, store the evidence
     with services.guarded("checking faces, quality and metadata", where=status):

@@ -113,11 +113,12 @@ def test_gradcam_on_the_clip_head_is_stored_once_and_never_shown_under_another_v
 def test_faithfulness_benchmark_prints_the_agreed_json(encoder, tmp_path):
     folder = tmp_path / "src" / "test" / "1_fake"
     folder.mkdir(parents=True)
-    (folder / "a.jpg").write_bytes(encode(make_photo(256, 200, seed=9), "JPEG", quality=92))
+    (folder / "a.jpg").write_bytes(encode(make_photo(160, 128, seed=9), "JPEG", quality=92))
     (tmp_path / "src" / "train").mkdir()
-    (tmp_path / "src" / "train" / "b.jpg").write_bytes(encode(make_photo(256, 200, seed=10), "JPEG"))
+    (tmp_path / "src" / "train" / "b.jpg").write_bytes(encode(make_photo(160, 128, seed=10), "JPEG"))
+    # one image: 12 CLIP and 12 LaDeDa passes and one GradCAM (about 1-2 min on 2 free cores)
     proc = subprocess.run([sys.executable, "benchmarks/explain_faithfulness.py", "--data", str(tmp_path / "src"),
-                           "--n", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           "--n", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(out) == {"n", "parts"} and out["n"] == 1  # only the test folder's image

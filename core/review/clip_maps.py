@@ -48,7 +48,8 @@ def _key(detector: "Detector") -> tuple[Any, Any, str | None, str | None]:
 
     parts = learned_parts(detector.checkpoint)
     if not parts.fuses:
-        return None, None, None, "This model has no CLIP head: its verdicts are LaDeDa's alone, so there is no CLIP map."
+        return None, None, None, ("This model has no CLIP head: its verdicts are LaDeDa's alone, so there is "
+                                  "no CLIP map.")
     enc = load_encoder()
     if enc is None:
         return None, None, None, encoder_status() or "The CLIP encoder is not installed."

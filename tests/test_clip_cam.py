@@ -63,6 +63,8 @@ def test_caption_says_when_a_map_does_not_beat_random():
     assert "beat random areas on 8 of 10" in F.caption_note("clip_gradcam", rec)
     assert "does not beat random deletion" in F.caption_note("ladeda_patch", rec)
     assert F.caption_note("clip_gradcam", {"n": 0, "parts": {}}) is None
+    rec["parts"]["clip_gradcam"].update(mean_drop=-0.2, mean_random_drop=-0.9)  # better than random, still not down
+    assert "did not, on average, weaken the part's call" in F.caption_note("clip_gradcam", rec)
 
 
 @pytest.fixture(scope="module")

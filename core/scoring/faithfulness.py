@@ -111,6 +111,9 @@ def caption_note(part: str, record: dict[str, Any] | None = None) -> str | None:
             f"logit toward the other class by {float(r['mean_drop']):.2f} on average, random areas by "
             f"{float(r['mean_random_drop']):.2f}")
     if wins / n >= 0.5 and float(r["mean_drop"]) > float(r["mean_random_drop"]):
+        if float(r["mean_drop"]) <= 0:  # better than random, yet blurring it does not weaken the call
+            return (f"{head}; the map beat random areas on {wins} of {n} images, but blurring it did not, on "
+                    "average, weaken the part's call: read it as where the part looks most, not as proof.")
         return f"{head}; the map beat random areas on {wins} of {n} images."
     return (f"{head}; the map beat random areas on only {wins} of {n} images: it does not beat random deletion, "
             "so do not read its hot spots as what the part relied on.")

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed += 1
                 t = B.time_upload_to_verdict(page, path, timeout_ms=120_000)
                 if i == 0:
-                    B.set_view(page, "inspect", "GradCAM" if mode == "gradcam" else "Heatmap")
+                    B.set_view(page, "inspect", "CLIP GradCAM" if mode == "gradcam" else "LaDeDa local traces")
                 if i:
                     runs.append(t)
             results[mode] = runs

@@ -174,7 +174,7 @@ def set_toggle(page, key: str, on: bool, timeout_ms: int = 60_000) -> None:
 
 
 def set_view(page, key: str, view: str, timeout_ms: int = 60_000) -> None:
-    """Pick the picture's view (``Heatmap``, ``GradCAM`` or ``Plain``) of the image viewer ``key``."""
+    """Pick the picture's view (``LaDeDa local traces``, ``CLIP GradCAM`` or ``Plain``) of the image viewer ``key``."""
     page.locator(f".st-key-{key}-view").get_by_text(view, exact=True).first.click()
     wait_idle(page, timeout_ms)
 
@@ -185,7 +185,7 @@ def upload(page, path: str | os.PathLike) -> None:
 
 def time_upload_to_verdict(page, path: str | os.PathLike, *, timeout_ms: int = 120_000) -> dict[str, float]:
     """Upload ``path`` on Inspect; seconds until its verdict card is on screen (``verdict_s``) and
-    until the whole page, GradCAM included when it is on, has rendered and every image has loaded
+    until the whole page, CLIP's GradCAM included when it is on, has rendered and every image has loaded
     (``complete_s``)."""
     name = Path(path).name
     t0 = time.perf_counter()

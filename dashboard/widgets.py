@@ -1,5 +1,5 @@
 """Rendering shared by the pages: header, model panel, the image beside its verdict
-(plain / heatmap / GradCAM, numbered top patches), the evidence details
+(LaDeDa local traces / CLIP GradCAM / plain, numbered top patches), the evidence details
 (top patches, poolings, guardrails, timings) and the labelling controls.
 
 Everything renders from a stored :class:`core.review.evidence.Evidence` and
@@ -17,8 +17,10 @@ from typing import Any, Callable
 import streamlit as st
 from PIL import Image
 
+from core.learning.parts import share_sentence
+from core.review.clip_maps import ClipMap
 from core.review.evidence import Evidence
-from core.scoring import explain
+from core.scoring import clip_cam, explain, faithfulness
 from core.scoring.guardrails import provenance
 from dashboard import services
 
@@ -34,7 +36,8 @@ LABEL_BUTTONS = (  # value, text, keyboard shortcut, icon
     ("fake", "Fake", "F", ":material/report:"),
     ("unsure", "Unsure", "U", ":material/help:"),
 )
-VIEWS = ("Heatmap", "GradCAM", "Plain")
+#: The picture's views: each map is named for the part it explains.
+VIEWS = ("LaDeDa local traces", "CLIP GradCAM", "Plain")
 #: Patch blocks averaged by the coarser heatmap view.
 COARSE_BLOCK = 4
 #: "Auto" heatmap cells: above this many patches per side single patches read as speckle, so blocks are shown.
@@ -188,7 +191,12 @@ def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: s
             st.caption(f"logit {ev.logit:+.3f} · {'calibrated' if ev.calibrated else 'uncalibrated'}")
         # Always the same elements in the same order (absent ones as empty slots): the card is redrawn in
         # place when the guardrails finish, and a shorter second drawing would leave the first one's tail.
-        slots = [st.empty() for _ in range(5)]
+        slots = [st.empty() for _ in range(6)]
+        shares = share_sentence(ev.extra.get("components"))
+        if shares:  # what each part contributed to the served logit (the fusion's own terms)
+            slots[5].markdown(f"**Who decided:** {shares}",
+                              help="Each part's weighted term w·z of the served logit as a share of the parts' "
+                                   "total |w·z| (the fusion's intercept excluded); probabilities are each part's own.")
         if tiers:
             slots[0].markdown(f"**Thresholds:** real below **{float(tiers['real_below']):.3f}** · "
                               f"fake at or above **{float(tiers['fake_at_or_above']):.3f}**")
@@ -212,13 +220,15 @@ def verdict_card(ev: Evidence, *, key: str, pending: bool = False, stale_note: s
 # ---------------------------------------------------------------------------
 # the picture, beside the verdict
 # ---------------------------------------------------------------------------
-def _gradcam_grid(ev: Evidence) -> tuple[Any, str] | None:
-    target = "fake" if ev.probability >= 0.5 else "real"
-    if ev.head_bias is not None:
-        return explain.gradcam_grid_from_patch_map(ev.patch_logits, ev.head_bias, target), target
-    if ev.gradcam_grid is not None:
-        return ev.gradcam_grid, ev.gradcam_target or target
-    return None
+def _share(ev: Evidence, part: str) -> str:
+    """" (94 % of this verdict's evidence)" from the stored components, or "" when they carry no share."""
+    c = (ev.extra.get("components") or {}).get(part) or {}
+    return f" ({100 * float(c['share']):.0f} % of this verdict's evidence)" if "share" in c else ""
+
+
+def _faithfulness(part: str) -> str:
+    note = faithfulness.caption_note(part)
+    return f" {note}" if note else ""
 
 
 @functools.lru_cache(maxsize=16)
@@ -238,9 +248,12 @@ def plain_picture(image: Image.Image, *, caption: str) -> None:
 
 
 def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
-               compute_gradcam: Callable[[], Evidence] | None = None) -> None:
-    """The image itself with a switch between heatmap overlay, GradCAM and the plain picture;
-    the most-fake patches are numbered on it (the same numbers as the crops below)."""
+               clip_map: Callable[[bool], ClipMap] | None = None) -> None:
+    """The image itself with a switch between LaDeDa's patch map (its local traces), CLIP's GradCAM and
+    the plain picture; the most-fake patches are numbered on it (the same numbers as the crops below).
+
+    ``clip_map(compute)`` gives the CLIP map for this verdict (``core.review.clip_maps``): read back
+    when stored, computed once (with a spinner) the first time the view is opened."""
     if image is None:
         st.info("The image bytes are not stored for this item; the evidence below comes from the stored scoring.")
         return
@@ -249,51 +262,50 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
     view = view or VIEWS[0]
     with c2.popover("View options", width="stretch"):
         cells = st.segmented_control(
-            "Heatmap cells", CELL_CHOICES, default="Auto", key=f"{key}-cells",
+            "LaDeDa map cells", CELL_CHOICES, default="Auto", key=f"{key}-cells",
             help=f"Each block of {COARSE_BLOCK}×{COARSE_BLOCK} patches shows their mean (the image logit is still "
                  f"the mean of all patches). Auto shows blocks when the map has more than {AUTO_COARSE_ABOVE} "
                  "patches per side, where single patches read as speckle.") or "Auto"
-        marks = st.toggle("Number the most-fake patches", value=True, key=f"{key}-marks")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
+        marks = st.toggle("Number LaDeDa's most-fake patches", value=True, key=f"{key}-marks")
+        opacity = st.slider("LaDeDa map opacity", 0.0, 1.0, explain.DEFAULT_OPACITY, 0.05, key=f"{key}-opacity")
         limit = st.select_slider("Colour range (± patch logit; the same on every image)",
                                  options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
                                  key=f"{key}-limit")
     geometry = ev.patch_geometry
     h, w = ev.patch_logits.shape
     coarse = cells == CELL_CHOICES[2] or (cells == "Auto" and max(h, w) > AUTO_COARSE_ABOVE)
-    if view == "Heatmap":
+    if view == VIEWS[0]:
         pm = explain.coarsen(ev.patch_logits, COARSE_BLOCK) if coarse else ev.patch_logits
         shown = explain.heatmap_overlay(image, pm, geometry, ev.model_input_hw, limit=float(limit),
                                         opacity=float(opacity))
-        caption = (f"Patch logits over the image ({h}×{w} patches"
+        caption = (f"LaDeDa local traces{_share(ev, 'ladeda')}: patch logits over the image ({h}×{w} patches"
                    + (f", shown as means of {COARSE_BLOCK}×{COARSE_BLOCK} blocks" if coarse else "")
                    + (" because the map is this large; View options shows single patches"
                       if coarse and cells == "Auto" else "")
                    + "; LaDeDa's image logit is their mean"
                    + ("; the verdict also weighs the CLIP second opinion)" if (ev.extra.get("components") or {}).get("clip")
-                      else ")"))
-        alt = "patch heatmap"
-    elif view == "GradCAM":
-        got = _gradcam_grid(ev)
-        if got is None and compute_gradcam is not None:
-            with st.spinner("Computing GradCAM (one backward pass)…"):
-                ev = compute_gradcam()
-            got = _gradcam_grid(ev)
-        if got is None:
-            st.caption("GradCAM needs a model pass for this model; re-score the item with the active model.")
-            shown, caption, alt = explain.fit_display(image), "The image", "image"
+                      else ")") + "." + _faithfulness("ladeda_patch"))
+        alt = "LaDeDa local traces"
+    elif view == VIEWS[1]:
+        got = clip_map(False) if clip_map is not None else ClipMap(None, "CLIP's map is not available here.")
+        if got.cam is None and got.note is None and clip_map is not None:  # not computed yet: once, then stored
+            with st.spinner("Computing CLIP's GradCAM (one pass through the CLIP tower and back)…"):
+                got = clip_map(True)
+        if got.cam is None:
+            shown, caption, alt = explain.fit_display(image), f"No CLIP map: {got.note}", "the image"
         else:
-            grid, target = got
-            shown = explain.cam_overlay(image, grid, geometry, ev.model_input_hw)
-            caption = (f"GradCAM for the predicted class ({target}) at {ev.gradcam_layer or 'the default layer'}; "
-                       "normalised per image, unlike the heatmap's fixed scale")
-            alt = "gradcam overlay"
+            cam = got.cam
+            shown = clip_cam.cam_overlay(image, cam)
+            caption = (f"CLIP GradCAM{_share(ev, 'clip')}: where the CLIP second opinion found evidence for its "
+                       f"call ({cam.target}), GradCAM of its head's logit at {cam.layer}, normalised per image. "
+                       f"{cam.describe_area()}." + _faithfulness("clip_gradcam"))
+            alt = "CLIP GradCAM overlay"
     else:
         shown, caption, alt = explain.fit_display(image), f"{ev.name} as uploaded", "the image"
-    if marks and ev.top_patches:
+    if marks and ev.top_patches and view != VIEWS[1]:  # LaDeDa's patches are not drawn on CLIP's map
         shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
     st.image(picture(shown), caption=caption, alt=alt, width="stretch")
-    if view == "Heatmap":
+    if view == VIEWS[0]:
         st.image(_legend_uri(float(limit)), alt="heatmap colour scale")
 
 

@@ -85,7 +85,7 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         verdict = page.locator(".st-key-inspect-verdict").inner_text()
         assert "P(fake)" in verdict and "browser-upload.png" in verdict
         assert re.search(r"\d+(\.\d+)?%", verdict)
-        heatmap = page.locator('img[alt="patch heatmap"]').first
+        heatmap = page.locator('img[alt="LaDeDa local traces"]').first
         heatmap.wait_for(state="visible", timeout=STEP_MS)
         assert heatmap.evaluate("img => img.naturalWidth") > 0
         # the image itself sits beside the verdict, above the fold at 1280×800
@@ -96,8 +96,8 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         assert img_box["y"] + img_box["height"] / 2 < 800 and verdict_box["y"] + 120 < 800, (img_box, verdict_box)
         assert abs(img_box["y"] - verdict_box["y"]) < 200  # side by side, not stacked
         page.screenshot(path=str(ARTIFACTS / "03-verdict-1280x800.png"))
-        B.set_view(page, "inspect", "GradCAM")
-        page.locator('img[alt="gradcam overlay"]').first.wait_for(state="visible", timeout=STEP_MS)
+        B.set_view(page, "inspect", "CLIP GradCAM")
+        page.locator('img[alt="CLIP GradCAM overlay"], img[alt="the image"]').first.wait_for(state="visible", timeout=STEP_MS)
         page.set_viewport_size({"width": 800, "height": 900})
         B.wait_idle(page, STEP_MS)
         page.wait_for_function(  # a window that becomes narrow folds the sidebar away
@@ -128,7 +128,7 @@ def test_browser_upload_verdict_review_label_export(tmp_path, chromium_path, mod
         page.set_viewport_size({"width": 1280, "height": 800})
         B.wait_idle(page, STEP_MS)
         page.screenshot(path=str(ARTIFACTS / "04-review-1280x800.png"))
-        review_img = page.locator('img[alt="patch heatmap"]').first.bounding_box()
+        review_img = page.locator('img[alt="LaDeDa local traces"]').first.bounding_box()
         assert review_img["y"] + review_img["height"] / 2 < 800, review_img
         page.set_viewport_size({"width": 1400, "height": 2600})
         page.locator('[class*="st-key-review-"][class*="-fake"] button').first.click()

@@ -197,7 +197,7 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     metric = [m for m in at.metric if m.label == "P(fake)"][0]
     assert metric.value.endswith("%")
     # the heatmap (with its legend) over the image, numbered top patches and their enlarged crops
-    assert "Patch logits over the image" in text and "heatmap colour scale" in text
+    assert "LaDeDa local traces" in text and "patch logits over the image" in text and "heatmap colour scale" in text
     assert "#1 logit" in text and "top patch 5" in text and "numbered as on the image" in text
     assert any(t.key == "inspect-opacity" for t in at.slider)
     df_texts = " ".join(m.value for m in at.markdown if m.value.startswith("| "))  # the small static tables
@@ -213,7 +213,7 @@ def test_inspect_shows_verdict_and_all_evidence(env):
 
     pictures = {i.alt: i.url for img in at.image for i in img.proto.imgs}
     assert pictures and all(u.startswith("data:image/") for u in pictures.values()), list(pictures.values())[:1]
-    main = Image.open(io.BytesIO(base64.b64decode(pictures["patch heatmap"].split(",", 1)[1])))
+    main = Image.open(io.BytesIO(base64.b64decode(pictures["LaDeDa local traces"].split(",", 1)[1])))
     assert main.format == "JPEG" and main.size == (320, 240)
     assert pictures["top patch 1"].startswith("data:image/png;")
     assert "the image" not in pictures and "Pick a layer to see the same pixels another way" in text
@@ -227,7 +227,7 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     # heatmap cells: Auto shows 4×4 blocks only for a map over 64 patches per side; either can be picked
     import re
 
-    caption = next(c for img in at.image for c in img.captions if c.startswith("Patch logits over the image"))
+    caption = next(c for img in at.image for c in img.captions if c.startswith("LaDeDa local traces"))
     h, w = (int(v) for v in re.search(r"\((\d+)×(\d+) patches", caption).groups())
     assert max(h, w) > 64 and "means of 4×4 blocks" in caption and "because the map is this large" in caption
     at.segmented_control(key="inspect-cells").set_value("4×4 blocks")
@@ -236,9 +236,11 @@ def test_inspect_shows_verdict_and_all_evidence(env):
     at.segmented_control(key="inspect-cells").set_value("Single patches")
     _ok(at.run())
     assert "means of 4×4 blocks" not in _texts(at)
-    at.segmented_control(key="inspect-view").set_value("GradCAM")
+    at.segmented_control(key="inspect-view").set_value("CLIP GradCAM")
     _ok(at.run())
-    assert "GradCAM for the predicted class" in _texts(at)
+    texts = _texts(at)
+    # the test model serves LaDeDa alone (no CLIP head): the view says so instead of showing another part's map
+    assert "No CLIP map" in texts or "CLIP GradCAM" in texts
     at.segmented_control(key="inspect-view").set_value("Plain")
     _ok(at.run())
     assert "photo.png as uploaded" in _texts(at)
@@ -331,7 +333,7 @@ def test_whole_loop_upload_verdict_queue_claim_label_export_recalibrate(tmp_path
     assert not at.error, [e.value for e in at.error]
     assert "P(fake)" in [m.label for m in at.metric]
     # a map this small (stride 8: 35×47 patches) is shown patch by patch under "Auto"
-    heat = next(c for img in at.image for c in img.captions if c.startswith("Patch logits over the image"))
+    heat = next(c for img in at.image for c in img.captions if c.startswith("LaDeDa local traces"))
     assert "×" in heat and "blocks" not in heat, heat
     store = _store(data_dir)
     sha = store.recent_items()[0]["sha256"]
@@ -675,7 +677,7 @@ def test_review_renders_stored_evidence_without_a_model_pass(env, tiny_model, mo
     _ok(at.run())
     assert passes["n"] == 0
     text = _texts(at)
-    assert "Patch logits over the image" in text and "P(fake)" in [m.label for m in at.metric]
+    assert "patch logits over the image" in text and "P(fake)" in [m.label for m in at.metric]
     assert "#1 logit" in text and "shown from the store (this page)" in text
 
 

@@ -92,13 +92,23 @@ class ClipSpec:
         return (f"shortest side to {self.size} ({self.interpolation}), centre crop {self.size}x{self.size}, "
                 f"{self.colour_order}, EXIF {self.exif_policy}, CLIP mean/std")
 
+    def _resize_and_crop(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(resized width, height) and the crop's (left, top) in resized pixels: the one geometry of the spec."""
+        scale = self.size / min(width, height)
+        nw, nh = max(self.size, int(round(width * scale))), max(self.size, int(round(height * scale)))
+        return (nw, nh), ((nw - self.size) // 2, (nh - self.size) // 2)
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The area of a ``width``×``height`` image that CLIP sees, in original pixels (x0, y0, x1, y1):
+        explanations on CLIP's input are drawn back onto the image through it."""
+        (nw, nh), (left, top) = self._resize_and_crop(width, height)
+        sx, sy = nw / width, nh / height
+        return (left / sx, top / sy, (left + self.size) / sx, (top + self.size) / sy)
+
     def to_tensor(self, image: Image.Image) -> np.ndarray:
         """RGB PIL image → 1×3×size×size float32, exactly as CLIP's own processor does."""
-        w, h = image.size
-        scale = self.size / min(w, h)
-        nw, nh = max(self.size, int(round(w * scale))), max(self.size, int(round(h * scale)))
+        (nw, nh), (left, top) = self._resize_and_crop(*image.size)
         resized = image.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - self.size) // 2, (nh - self.size) // 2
         crop = resized.crop((left, top, left + self.size, top + self.size))
         arr = np.asarray(crop, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

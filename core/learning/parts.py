@@ -13,6 +13,9 @@
 :func:`served_value` is the one place that turns one image's LaDeDa logit and
 features into the served logit and probability, the per-part components and
 the OOD finding. Scoring, adapt's evaluation and the loop benchmark all call it.
+
+Each part's entry in ``components`` carries its share of the served logit
+(:func:`part_shares`), so the verdict can say which part decided it.
 """
 from __future__ import annotations
 
@@ -117,6 +120,44 @@ class ServedValue:
     note: str | None = None  #: why CLIP was not used, when it was not
 
 
+#: How each part is named to an analyst (the verdict card, the evidence report).
+PART_NAMES = {"clip": "CLIP second opinion", "ladeda": "LaDeDa local traces"}
+
+
+def part_shares(terms: dict[str, float]) -> dict[str, float]:
+    """Each part's share of the evidence: ``|term| / Σ |term|`` over the parts.
+
+    ``term`` is the part's weighted contribution to the served logit (``w · z``). The fusion's
+    intercept (bias) is nobody's evidence and is left out, so the shares sum to 1 and
+    ``Σ term + bias`` is the served logit. Absolute values: a part that pulls toward "real"
+    contributes as much evidence as one that pulls equally hard toward "fake". When every term
+    is exactly 0 the parts share equally.
+    """
+    total = sum(abs(float(t)) for t in terms.values())
+    if total == 0.0:
+        return {k: 1.0 / len(terms) for k in terms}
+    return {k: abs(float(t)) / total for k, t in terms.items()}
+
+
+def share_sentence(components: dict[str, Any] | None) -> str | None:
+    """The parts' probabilities and shares in words, e.g. "CLIP second opinion: 0.81 fake (94 % of the
+    evidence) · LaDeDa local traces: 0.43 (6 %)"; None when the components carry no shares (older scorings)."""
+    if not components:
+        return None
+    parts = [(k, components.get(k)) for k in ("clip", "ladeda")]
+    parts = [(k, c) for k, c in parts if c and "share" in c]
+    if not parts:
+        return None
+    parts.sort(key=lambda kc: -float(kc[1]["share"]))
+    out = []
+    for i, (k, c) in enumerate(parts):
+        p = float(c["probability"])
+        side = " fake" if p >= 0.5 else " real"
+        pct = f"{100 * float(c['share']):.0f} %"
+        out.append(f"{PART_NAMES[k]}: {p:.2f}{side} ({pct}{' of the evidence' if i == 0 else ''})")
+    return " · ".join(out)
+
+
 def _probability(record: dict[str, Any] | None, z: float) -> tuple[float, bool]:
     if record:
         from core.calibration.calibrators import apply_record
@@ -137,17 +178,25 @@ def served_value(checkpoint: Any, parts: LearnedParts, *, ladeda_logit: float, l
     if parts.ood is not None and pooled is not None:
         ood = parts.ood.check(pooled, clip.embedding if (clip is not None and parts.fuses) else None)
     if clip is None or not parts.fuses:
+        # LaDeDa alone: its logit is the whole served logit (weight 1, no intercept)
+        alone = {**lad, "term": lad["logit"], "share": 1.0}
         return ServedValue(logit=float(ladeda_logit), probability=float(ladeda_probability),
                            calibrated=ladeda_calibrated, used="ladeda", tiers=checkpoint.tiers,
                            calibration_version=checkpoint.calibration_version,
-                           components={"ladeda": lad, "clip": None, "fused": dict(lad), "used": "ladeda",
+                           components={"ladeda": alone, "clip": None, "fused": dict(alone), "used": "ladeda",
                                        "clip_note": note},
                            ood=ood, note=note)
     zc = parts.clip_logit(clip)
     zf = float(parts.fusion.fuse(ladeda_logit, zc))
     pf, cal = _probability(parts.calibration, zf)
-    comps = {"ladeda": lad, "clip": {"logit": round(zc, 6), "probability": round(_sigmoid(zc), 6)},
-             "fused": {"logit": round(zf, 6), "probability": round(pf, 6)}, "used": "fused",
+    terms = {"ladeda": parts.fusion.w_ladeda * float(ladeda_logit), "clip": parts.fusion.w_clip * zc}
+    shares = part_shares(terms)
+    comps = {"ladeda": {**lad, "term": round(terms["ladeda"], 6), "share": round(shares["ladeda"], 6)},
+             "clip": {"logit": round(zc, 6), "probability": round(_sigmoid(zc), 6),
+                      "term": round(terms["clip"], 6), "share": round(shares["clip"], 6)},
+             # the fused entry's term is the parts' sum (the served logit without the intercept)
+             "fused": {"logit": round(zf, 6), "probability": round(pf, 6),
+                       "term": round(terms["ladeda"] + terms["clip"], 6), "share": 1.0}, "used": "fused",
              "weights": {"ladeda": round(parts.fusion.w_ladeda, 4), "clip": round(parts.fusion.w_clip, 4),
                          "bias": round(parts.fusion.bias, 4)}, "clip_note": None}
     return ServedValue(logit=zf, probability=pf, calibrated=cal, used="fused",

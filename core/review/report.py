@@ -231,6 +231,7 @@ def _identity_block(detector: "Detector") -> str:
 
 def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: Mapping[str, Any] | None,
                    reproduced: bool | None) -> str:
+    from core.learning.parts import share_sentence
     from core.scoring.probe import with_stability
 
     d = analysis.decision
@@ -241,6 +242,10 @@ def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: 
            f"<strong>{s.probability:.4f}</strong> ({'calibrated' if s.calibrated else 'uncalibrated sigmoid'}) · "
            f"logit {s.logit:+.4f} · tier from the thresholds alone: {_e(d.base_tier)}</p>",
            "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in d.reasons) + "</ul>"]
+    shares = share_sentence(analysis.served.components if getattr(analysis, "served", None) else None)
+    if shares:
+        out.append(f"<p>Who decided: {_e(shares)} (each part's weighted term w·z of the served logit, as a share "
+                   "of the parts' total |w·z|; the fusion's intercept excluded).</p>")
     if stored:
         same = stored.get("model_sha256") == s.model.get("sha256")
         out.append(f"<p>Stored at scoring time ({_e(stored.get('scored_at'))}, model "
@@ -254,14 +259,41 @@ def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: 
     return "\n".join(out)
 
 
+def _share(analysis: Any, part: str) -> str:
+    c = ((analysis.served.components if getattr(analysis, "served", None) else None) or {}).get(part) or {}
+    return f" ({100 * float(c['share']):.0f} % of this verdict's evidence)" if "share" in c else ""
+
+
+def _clip_map_block(analysis: Any, detector: "Detector", store: "ReviewStore | None") -> str:
+    """CLIP's GradCAM for the verdict recomputed here (read back when stored for this encoder and head)."""
+    from core.review.clip_maps import clip_map_for
+    from core.scoring import clip_cam, faithfulness
+
+    s = analysis.score
+    got = clip_map_for(detector, store, sha256=s.sha256, model_sha256=str(s.model.get("sha256") or ""),
+                       components=analysis.served.components if getattr(analysis, "served", None) else None,
+                       image=analysis.decoded.image)
+    if got.cam is None:
+        return f"<p>No CLIP map: {_e(got.note)}</p>"
+    cam = got.cam
+    note = faithfulness.caption_note("clip_gradcam")
+    return (f'<figure><img src="{_png_uri(clip_cam.cam_overlay(analysis.decoded.image, cam))}" alt="CLIP GradCAM">'
+            f"<figcaption>CLIP GradCAM{_e(_share(analysis, 'clip'))}: where the CLIP second opinion found evidence "
+            f"for its call ({_e(cam.target)}), GradCAM of its head's logit at {_e(cam.layer)}, normalised per image. "
+            f"{_e(cam.describe_area())}." + (f" {_e(note)}" if note else "") + "</figcaption></figure>")
+
+
 def _evidence_block(analysis: Any, detector: "Detector") -> str:
-    from core.scoring import explain
+    from core.scoring import explain, faithfulness
 
     s, image = analysis.score, analysis.decoded.image
     heat = explain.heatmap_for_score(image, s, detector.geometry)
-    parts = [f'<figure><img src="{_png_uri(heat)}" alt="patch heatmap"><figcaption>Patch logits over the image '
+    note = faithfulness.caption_note("ladeda_patch")
+    parts = [f'<figure><img src="{_png_uri(heat)}" alt="LaDeDa local traces"><figcaption>LaDeDa local traces'
+             f"{_e(_share(analysis, 'ladeda'))}: patch logits over the image "
              f"({s.patch_map_shape[0]}×{s.patch_map_shape[1]} patches, fixed scale ±{explain.DEFAULT_LOGIT_LIMIT:g}; "
-             "the image logit is their mean; blue real, red fake).</figcaption></figure>"]
+             "LaDeDa's image logit is their mean; blue real, red fake)." + (f" {_e(note)}" if note else "")
+             + "</figcaption></figure>"]
     crops = explain.top_patch_crops(image, s.top_patches)
     for c in crops:
         parts.append(f'<figure style="max-width:18%"><img src="{_png_uri(c.image)}" alt="top patch {c.rank}">'
@@ -380,7 +412,9 @@ def build_report(store: "ReviewStore", sha256: str, detector: "Detector", *, gen
         rel = table.line(analysis.decision.tier, analysis.guardrails.to_json() if analysis.guardrails else None)
         body += [_section("Verdict", _verdict_block(analysis, stored, probe_json, reproduced)
                           + f"<p>Reliability: {_e(rel.text)}</p>"),
-                 _section("Evidence: heatmap, most-fake patches, poolings", _evidence_block(analysis, detector)),
+                 _section("CLIP GradCAM (the second opinion's map)", _clip_map_block(analysis, detector, store)),
+                 _section("LaDeDa local traces: patch map, most-fake patches, poolings",
+                          _evidence_block(analysis, detector)),
                  _section("Guardrails", _guardrail_block(analysis)),
                  _section("Stability probe", _probe_block(probe_json, origin)),
                  _section("Forensic views", _forensics_block(analysis, detector))]

@@ -19,7 +19,10 @@ layer is the same at every position (``fc.weight / (H'·W')``), so GradCAM there
 equals ``ReLU(patch_logit − fc.bias)`` up to scale for "fake" — it agrees with
 the heatmap by construction and shows only the side of the predicted class,
 normalised per image as GradCAM always is. Earlier layers (``layer3``,
-``layer2``) can be named for a coarser, non-trivial view.
+``layer2``) can be named for a coarser, non-trivial view. Because it adds
+nothing to the patch map, the screens no longer offer it: they show the patch
+map as "LaDeDa local traces" and, for the part that decides the fused verdict,
+CLIP's GradCAM (:mod:`core.scoring.clip_cam`).
 
 All functions take and return PIL images / numpy arrays.
 """

@@ -14,7 +14,7 @@ import time
 import streamlit as st
 
 from core.imageio import IMAGE_SUFFIXES, SUPPORTED_FORMATS
-from core.review import agreement
+from core.review import agreement, clip_maps
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
@@ -76,7 +76,8 @@ image = sub.decoded.image if sub.decoded is not None else None
 def _image_view() -> None:
     with image_slot.container():
         widgets.image_view(sub.evidence, image, key="inspect",
-                           compute_gradcam=lambda: submit_mod.add_gradcam(det, sub, store))
+                           clip_map=lambda compute: clip_maps.clip_map(det, store, sub.evidence, image,
+                                                                       compute=compute))
         if sub.decoded is not None and sub.decoded.frames_note:
             st.caption(f":material/burst_mode: {sub.decoded.frames_note}")
 

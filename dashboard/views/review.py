@@ -16,7 +16,7 @@ import time
 import streamlit as st
 
 from core.imageio import decode_image
-from core.review import agreement
+from core.review import agreement, clip_maps
 from core.review.actions import decide, submit as submit_mod
 from dashboard import forensics_panels, learning_panels, services, widgets
 
@@ -196,7 +196,8 @@ else:
             st.button("Re-score with the active model", key=f"review-rescore-{sha[:12]}", on_click=_rescore,
                       args=(sha,), icon=":material/refresh:")
     with left:
-        widgets.image_view(ev, image, key="review")
+        widgets.image_view(ev, image, key="review",
+                           clip_map=lambda compute: clip_maps.clip_map(det, store, ev, image, compute=compute))
 if item.get("storage") == "thumbnail":
     right.info("Privacy mode: only a thumbnail is stored; the picture shown is the thumbnail.")
 render_ms = (time.perf_counter() - t0) * 1e3

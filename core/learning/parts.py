@@ -151,6 +151,9 @@ def share_sentence(components: dict[str, Any] | None) -> str | None:
     parts.sort(key=lambda kc: -float(kc[1]["share"]))
     out = []
     for i, (k, c) in enumerate(parts):
+        if c.get("pending"):  # the verdict-first card: LaDeDa's pass is still running
+            out.append(f"{PART_NAMES[k]}: still being read (its term held at its prior)")
+            continue
         p = float(c["probability"])
         side = " fake" if p >= 0.5 else " real"
         pct = f"{100 * float(c['share']):.0f} %"

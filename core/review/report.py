@@ -238,9 +238,10 @@ def _verdict_block(analysis: Any, stored: Mapping[str, Any] | None, probe_json: 
     if probe_json:
         d = with_stability(d, dict(probe_json))
     s = analysis.score
+    v = analysis.verdict()  # the served values the tier was decided on (fused when CLIP fused)
     out = [f'<p>Verdict now: <strong class="tier-{_e(d.tier)}">{_e(d.tier)}</strong> · P(fake) '
-           f"<strong>{s.probability:.4f}</strong> ({'calibrated' if s.calibrated else 'uncalibrated sigmoid'}) · "
-           f"logit {s.logit:+.4f} · tier from the thresholds alone: {_e(d.base_tier)}</p>",
+           f"<strong>{v['probability']:.4f}</strong> ({'calibrated' if v['calibrated'] else 'uncalibrated sigmoid'}) · "
+           f"logit {v['logit']:+.4f} · tier from the thresholds alone: {_e(d.base_tier)}</p>",
            "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in d.reasons) + "</ul>"]
     shares = share_sentence(analysis.served.components if getattr(analysis, "served", None) else None)
     if shares:
@@ -392,7 +393,7 @@ def build_report(store: "ReviewStore", sha256: str, detector: "Detector", *, gen
     reproduced = None
     if analysis is not None and stored and stored.get("model_sha256") == detector.checkpoint.sha256 \
             and item.get("storage") == "original":
-        reproduced = abs(float(stored["probability"]) - analysis.score.probability) <= 1e-6
+        reproduced = abs(float(stored["probability"]) - analysis.probability) <= 1e-6  # the served value
     probe_json, origin = None, ""
     if analysis is not None and probe:
         probe_json = stored_probe(store, sha, weights_key(detector.checkpoint),

@@ -220,3 +220,75 @@ def priorities_stale(store: Any, registry: Any = None) -> bool:
 
     registry = registry if registry is not None else ModelRegistry()
     return (store.jobs.get(PRIORITY_JOB) or {}).get("done_marker") != cached_sha256(registry.active().path)
+
+
+# -- what the model learned, for Review, Monitor and Calibration -------------------------------------
+def _hours_ago(stamp: str | None, now: Any) -> str | None:
+    import datetime as _dt
+
+    if not stamp:
+        return None
+    try:
+        then = _dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=_dt.timezone.utc)
+    h = max(0.0, (now - then).total_seconds() / 3600)
+    return f"{h:.0f} h" if h >= 1 else f"{max(1, round(h * 60))} min"
+
+
+def learned_versions(registry: Any) -> list[dict[str, Any]]:
+    """Per version that learned from labels (oldest first): labels, out-of-fold AUC before/after, clear
+    share of the recent traffic under it, whether it was activated or waits as a proposal."""
+    activated = {a.get("version") for a in registry.activations() if a.get("action") != "rollback"}
+    out = []
+    for v in registry.versions():
+        rep = v.adapt or {}
+        if not rep.get("cv"):
+            continue
+        learn = rep.get("learn") or {}
+        cv = rep["cv"]
+        out.append({
+            "version": v.id, "created_at": v.created_at, "created_by": v.created_by,
+            "n_labels": int(rep.get("n_labels") or 0),
+            "labelled_from": (rep.get("provenance") or {}).get("labelled_from"),
+            "labelled_until": (rep.get("provenance") or {}).get("labelled_until"),
+            "auc_before": cv["before"].get("auc"), "auc_after": cv["after"].get("auc"),
+            "reals_clearly_fake_before": cv["before"].get("reals_clearly_fake"),
+            "reals_clearly_fake_after": cv["after"].get("reals_clearly_fake"),
+            "clear_share_oof": cv["after"].get("clear_share"),
+            "traffic_clear_share": (learn.get("traffic") or {}).get("clear_share"),
+            "traffic_clear_share_before": (learn.get("traffic_before") or {}).get("clear_share"),
+            "traffic_n": (learn.get("traffic") or {}).get("n"),
+            "decision": learn.get("decision") or "manual adapt", "why": learn.get("why"),
+            "ever_active": v.id in activated,
+        })
+    return out
+
+
+def proposals(registry: Any) -> list[dict[str, Any]]:
+    """Candidates the learner held back (or made in propose-only mode) that were never activated."""
+    return [r for r in learned_versions(registry) if r["decision"] == "proposed" and not r["ever_active"]]
+
+
+def learned_line(store: Any, registry: Any) -> str:
+    """One line for Review and Monitor, e.g. "Model v0012 learned from 140 labels (last 2 h): out-of-fold
+    AUC 0.71 → 0.90; 38 % of today's uploads now get a clear verdict"."""
+    active = registry.active()
+    every = learn_every()
+    when = f"it learns after every {every} new labels" if every else "automatic learning is off"
+    rows = {r["version"]: r for r in learned_versions(registry)}
+    waiting = len(proposals(registry))
+    tail = f"; {waiting} proposal{'s' if waiting != 1 else ''} wait{'s' if waiting == 1 else ''} on the Calibration page" \
+        if waiting else ""
+    r = rows.get(active.name)
+    if r is None:
+        n = store.label_event_count()
+        return f"Model {active.name} has not learned from reviewer labels yet ({n} labels so far; {when}){tail}."
+    ago = _hours_ago(r["labelled_from"], store.now())
+    text = (f"Model {active.name} learned from {r['n_labels']} labels" + (f" (last {ago})" if ago else "")
+            + f": out-of-fold AUC {r['auc_before']:.2f} → {r['auc_after']:.2f}")
+    if r["traffic_clear_share"] is not None and r["traffic_n"]:
+        text += f"; {100 * r['traffic_clear_share']:.0f} % of today's uploads now get a clear verdict"
+    return text + tail + "."

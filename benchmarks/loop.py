@@ -90,6 +90,20 @@ def _evaluate(store: Any, registry: Any, truth: dict[str, int], rest: list[str])
             **verdict_figures(t, y), "n_rest": len(shas), "version": registry.active().name}
 
 
+def _copy_store(base_dir: Path, work: Path) -> None:
+    """A private copy of the scored store: the database through SQLite's backup (consistent even while
+    another run has it open), images and features as files."""
+    import sqlite3
+
+    shutil.copytree(base_dir, work, ignore=shutil.ignore_patterns("r.sqlite*"))
+    src, dst = sqlite3.connect(base_dir / "r.sqlite"), sqlite3.connect(work / "r.sqlite")
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def run_once(base_dir: Path, work: Path, model: str, truth: dict[str, int], budgets: list[int], order: str,
              batch: int, seed: int) -> list[dict[str, Any]]:
     """One simulated team: claim (or pick at random), label with the truth, learn in the background."""
@@ -98,7 +112,7 @@ def run_once(base_dir: Path, work: Path, model: str, truth: dict[str, int], budg
     from core.review.actions import decide
     from core.review.store import ReviewStore
 
-    shutil.copytree(base_dir, work)
+    _copy_store(base_dir, work)
     store = ReviewStore(work / "r.sqlite", second_review_share=None)
     registry = ModelRegistry(work / "models", base=model)
     rng = np.random.default_rng(seed)

@@ -46,6 +46,20 @@ def learn_every() -> int:
         return DEFAULT_LEARN_EVERY
 
 
+#: The learner starts with fewer labels than a hand-run adapt (20 per class): its candidate is activated
+#: only when it beats the active version out of fold, and an uncertainty-ordered queue rarely yields
+#: 20 of each class in its first rounds (on museum-quiz the first 50 claims were too one-sided).
+DEFAULT_LEARN_MIN_PER_CLASS = 10
+
+
+def learn_min_per_class() -> int:
+    """``$LADEDA_LEARN_MIN_PER_CLASS``: labels of each class the background learner needs (default 10)."""
+    try:
+        return max(2, int(os.environ.get("LADEDA_LEARN_MIN_PER_CLASS", DEFAULT_LEARN_MIN_PER_CLASS)))
+    except ValueError:
+        return DEFAULT_LEARN_MIN_PER_CLASS
+
+
 def auto_activate() -> bool:
     """``$LADEDA_AUTO_ACTIVATE``: ``on`` (default) activates a better candidate; ``off`` only proposes."""
     return str(os.environ.get("LADEDA_AUTO_ACTIVATE", "on")).strip().lower() not in ("off", "no", "false", "0")
@@ -134,7 +148,7 @@ def learn_step(store: Any, registry: Any = None, *, activate: str | None = None,
                traffic_hours: float = 24.0) -> LearnOutcome:
     """One learning step (see module doc); ``activate``: ``"auto"`` or ``"propose"`` (default from
     ``$LADEDA_AUTO_ACTIVATE``). Never raises for a refusal: the outcome says why."""
-    from core.learning.adapt import DEFAULT_MIN_PER_CLASS, AdaptError
+    from core.learning.adapt import AdaptError
     from core.model.checkpoint import load_checkpoint
     from core.model.registry import ModelRegistry
     from core.review.actions.adapt import adapt_from_store
@@ -153,7 +167,7 @@ def learn_step(store: Any, registry: Any = None, *, activate: str | None = None,
         ckpt = load_checkpoint(active.path)
         try:
             result = adapt_from_store(store, ckpt, base_data=base_data, use_base=use_base, force=True, by=by,
-                                      min_per_class=DEFAULT_MIN_PER_CLASS if min_per_class is None else min_per_class)
+                                      min_per_class=learn_min_per_class() if min_per_class is None else min_per_class)
         except AdaptError as exc:
             return LearnOutcome("refused", str(exc), label_events=n_events, seconds=time.perf_counter() - t0)
         better, why = _decide(result.report)

@@ -304,3 +304,21 @@ def test_the_lease_keeps_two_processes_from_adapting_at_once(new_db, tmp_path, t
     for a, b in zip(runs, runs[1:]):
         assert a["end"] <= b["start"], "two processes adapted at once"
     assert "busy" in statuses or len(runs) == 2  # either one found it held, or they ran one after the other
+
+
+def test_core_learn_command_runs_one_step_through_the_same_door(tmp_path, tiny, monkeypatch, capsys):
+    from core.__main__ import main
+
+    monkeypatch.setenv("LADEDA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LADEDA_MODEL", str(DEFAULT_TINY_MODEL))
+    db = tmp_path / "r.sqlite"
+    with ReviewStore(db) as s:
+        rows = _scored(s, tiny)
+        for sha, lab in _labels(rows, against_model=True):
+            s.label(sha, lab, "alice")
+    assert main(["learn", "--db", str(db), "--propose", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "proposed" and out["n_labels"] == 48 and out["after"]["auc"] > out["before"]["auc"]
+    assert ModelRegistry().versions()[-1].id == out["version"]
+    assert main(["learn", "--db", str(db), "--priorities", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reprioritised"] == 0  # all labelled

@@ -321,8 +321,8 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
     fused_before = "clip" in zb and parts.fuses
     pl_before = (np.asarray(apply_record(checkpoint.calibration, zb["ladeda"])) if checkpoint.calibration
                  else 1.0 / (1.0 + np.exp(-zb["ladeda"])))
-    t_before = policy_tiers(p_before, tiers_before, pl_before if fused_before else None,
-                            1.0 / (1.0 + np.exp(-zb["clip"])) if fused_before else None)
+    pc_before = 1.0 / (1.0 + np.exp(-zb["clip"])) if fused_before else None
+    t_before = policy_tiers(p_before, tiers_before, pl_before if fused_before else None, pc_before)
     before = _metrics(z_before, p_before, y, tiers_before, t_before)
     # calibrate the out-of-fold fused (served) logits and fit tiers on them
     served_name = "fused" if parts.fuses else "ladeda"
@@ -352,6 +352,22 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
         t_after[test] = policy_tiers(p_after[test], tk, pl_after[test] if parts.fuses else None,
                                      pc_after[test] if parts.fuses else None)
     after = _metrics(z_after, p_after, y, tiers, t_after)
+    # the same verdict figures for the active model with its tiers refitted the same way (per time block,
+    # on the other blocks, same targets): labels drawn from the review queue sit in the active model's
+    # review band by construction, so its served tiers would call no real clearly fake there and no
+    # candidate could ever match that; compared like for like, "does not raise" means something
+    t_before_oof = np.empty(len(y), dtype=object)
+    for k in range(folds):
+        test = fid == k
+        if not test.any():
+            continue
+        other = ~test
+        tk = (tiers_from_targets(p_before[other], y[other], fpr, fnr) if len(set(y[other].tolist())) == 2
+              else tiers_before)
+        t_before_oof[test] = policy_tiers(p_before[test], tk, pl_before[test] if fused_before else None,
+                                          pc_before[test] if fused_before else None)
+    before["served_tiers"] = verdict_figures(t_before, y)
+    before.update(verdict_figures(t_before_oof, y))
     ltiers = tiers_from_targets(apply_record(lcal, oof["ladeda"]), y,
                                 DEFAULT_TARGET_FPR if target_fpr is None else target_fpr,
                                 DEFAULT_TARGET_FNR if target_fnr is None else target_fnr,

@@ -103,6 +103,10 @@ def adapt_panel(store: Any, registry: Any, detector: Any, who: Any, *, page: str
 
 
 # -- the learning loop -----------------------------------------------------------------------------
+#: What the loop benchmark measured (the figures and commands of data/models/MODEL_CARD.md, "The learning loop").
+LOOP_MEASURED = """Measured with `python benchmarks/loop.py --data ../shared/unseen/museum-quiz --budget 0,50 --order queue|random --batch 25 --repeats 2 --store KEEP --json` (bundled LaDeDa9 + CLIP, 111 images of a source no part was fitted on; 2 vCPU Xeon @ 2.80GHz, heavily shared). AUC on the images not yet labelled: 0.726 at k = 0; at k = 50 **0.677 in queue order** (the learner's candidate was held back; 2 repeats) and **0.828 in random order** (activated after 25 labels; 1 repeat). No clear verdict at any k (OOD guard). Queue order did not beat random here; the figures, the fixes made since and the commands for the other unseen source are in `data/models/MODEL_CARD.md`, "The learning loop"."""
+
+
 def after_activation(store: Any, registry: Any) -> None:
     """A version became active here: the queue's order follows it (recomputed on the learner's thread)."""
     from core.learning.background import maybe_learn
@@ -170,6 +174,8 @@ def proposals_panel(store: Any, registry: Any, who: Any, *, page: str) -> None:
                   "waits here." if auto_activate() else
                   "Automatic activation is off (LADEDA_AUTO_ACTIVATE=off): every candidate waits here.")
                + " Measured: `python benchmarks/loop.py --data DIR --order queue|random`.")
+    with st.expander("How the loop was measured", expanded=False):
+        st.markdown(LOOP_MEASURED)
     with services.guarded("reading the proposals"):
         waiting = proposals(registry)
         if not waiting:

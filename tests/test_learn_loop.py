@@ -322,3 +322,21 @@ def test_core_learn_command_runs_one_step_through_the_same_door(tmp_path, tiny, 
     assert ModelRegistry().versions()[-1].id == out["version"]
     assert main(["learn", "--db", str(db), "--priorities", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reprioritised"] == 0  # all labelled
+
+
+def test_an_adapted_active_version_is_compared_on_labels_it_has_not_learned_from(tmp_path, tiny, registry):
+    with ReviewStore(tmp_path / "r.sqlite") as s:
+        rows = _scored(s, tiny)
+        labels = _labels(rows, against_model=True)
+        later = [next(x for x in labels if x[1] == c) for c in ("fake", "real")]
+        later += [x for x in labels if x not in later and x[1] == "fake"][:3] + \
+            [x for x in labels if x not in later and x[1] == "real"][:3]
+        for sha, lab in [x for x in labels if x not in later]:
+            s.label(sha, lab, "alice")
+        first = learn_step(s, registry, activate="auto", min_per_class=10)
+        assert first.status == "activated" and first.before["compared_on"] == "all labels"
+        for sha, lab in later:  # 8 labels the active version never saw
+            s.label(sha, lab, "alice")
+        again = learn_step(s, registry, activate="auto", min_per_class=10)
+        assert again.before["compared_on"] == "labels the active version had not learned from"
+        assert again.before["n"] == again.after["n"] == 8

@@ -317,13 +317,18 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
                 oof[name][test] = z[name]
     z_before, p_before, tiers_before = served_logits(checkpoint, parts, current, labels)
     y = labels.labels
+    # labels the active version already learned from would flatter it (in-sample): when it was itself
+    # adapted, both models are compared on the labels it has not seen, if they hold both classes
+    seen_before = set((parts.provenance.get("adapt") or {}).get("label_event_ids") or [])
+    fresh = np.asarray([int(r["label_event_id"]) not in seen_before for r in ls.rows], dtype=bool)
+    cmp = fresh if (seen_before and len(set(y[fresh].tolist())) == 2) else np.ones(len(y), dtype=bool)
     zb = current.logits(labels)
     fused_before = "clip" in zb and parts.fuses
     pl_before = (np.asarray(apply_record(checkpoint.calibration, zb["ladeda"])) if checkpoint.calibration
                  else 1.0 / (1.0 + np.exp(-zb["ladeda"])))
     pc_before = 1.0 / (1.0 + np.exp(-zb["clip"])) if fused_before else None
     t_before = policy_tiers(p_before, tiers_before, pl_before if fused_before else None, pc_before)
-    before = _metrics(z_before, p_before, y, tiers_before, t_before)
+    before = _metrics(z_before[cmp], p_before[cmp], y[cmp], tiers_before, t_before[cmp])
     # calibrate the out-of-fold fused (served) logits and fit tiers on them
     served_name = "fused" if parts.fuses else "ladeda"
     z_after = oof[served_name]
@@ -351,7 +356,7 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
               if len(set(y[other].tolist())) == 2 else tiers)
         t_after[test] = policy_tiers(p_after[test], tk, pl_after[test] if parts.fuses else None,
                                      pc_after[test] if parts.fuses else None)
-    after = _metrics(z_after, p_after, y, tiers, t_after)
+    after = _metrics(z_after[cmp], p_after[cmp], y[cmp], tiers, t_after[cmp])
     # the same verdict figures for the active model with its tiers refitted the same way (per time block,
     # on the other blocks, same targets): labels drawn from the review queue sit in the active model's
     # review band by construction, so its served tiers would call no real clearly fake there and no
@@ -366,8 +371,10 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
               else tiers_before)
         t_before_oof[test] = policy_tiers(p_before[test], tk, pl_before[test] if fused_before else None,
                                           pc_before[test] if fused_before else None)
-    before["served_tiers"] = verdict_figures(t_before, y)
-    before.update(verdict_figures(t_before_oof, y))
+    before["served_tiers"] = verdict_figures(t_before[cmp], y[cmp])
+    before.update(verdict_figures(t_before_oof[cmp], y[cmp]))
+    before["compared_on"] = after["compared_on"] = ("labels the active version had not learned from"
+                                                    if not cmp.all() else "all labels")
     ltiers = tiers_from_targets(apply_record(lcal, oof["ladeda"]), y,
                                 DEFAULT_TARGET_FPR if target_fpr is None else target_fpr,
                                 DEFAULT_TARGET_FNR if target_fnr is None else target_fnr,
@@ -385,7 +392,6 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
                    "fc.bias": torch.tensor([b_raw], dtype=torch.float32)}
     # labelled traffic counts as seen by the OOD guard (each label event once: an adapt of an adapted
     # model adds only the labels its parent had not already added)
-    seen_before = set((parts.provenance.get("adapt") or {}).get("label_event_ids") or [])
     new_rows = np.asarray([i for i, r in enumerate(ls.rows) if int(r["label_event_id"]) not in seen_before], dtype=int)
     added = labels.subset(new_rows)
     ood = parts.ood.with_seen(added.ladeda, added.clip_embedding) if parts.ood is not None else None

@@ -17,6 +17,10 @@ Evaluation (:func:`adapt`): labels are split into contiguous blocks by labelling
 time; each block is predicted by a fit that never saw it. Before = the active
 model's served value on the same labels; after = those out-of-fold predictions.
 The new calibration (Platt) and tiers are fitted on the out-of-fold fused logits.
+When the active model was itself adapted, both are compared only on the labels it has not learned
+from (if they hold both classes), so its figure is never in-sample. The verdict figures (clear
+share, accuracy of clear verdicts, reals called clearly fake) use tiers refitted per time block on
+the other blocks, for both models, plus the parts' agreement rule.
 A fit worse out of fold than the active model (AUC) is refused unless forced.
 """
 from __future__ import annotations

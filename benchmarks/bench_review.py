@@ -8,7 +8,15 @@ are on screen with every image loaded. Prints medians (and with ``--json`` one J
 
     {"claim_to_evidence_ms_p50", "claim_to_evidence_ms_p95", "label_to_next_evidence_ms_p50"}
 
-    python benchmarks/bench_review.py [--items 20] [--json] [--model M.pt]
+    python benchmarks/bench_review.py [--items 20] [--json] [--model M.pt] [--learning-from KEPT_STORE]
+
+``--learning-from`` measures the same while the product's background learner adapts in the app's
+own process: the scored store a ``benchmarks/loop.py --store`` run kept (same model) becomes the
+app's store, ``--learning-labels`` of its items are labelled first (alternating real/fake: the
+fit's cost, not its quality, is what loads the machine), and the app runs with
+``LADEDA_LEARN_EVERY=1``, so a learn step starts at once and again after every label. The JSON
+then adds ``claims_while_learning`` and ``claim_to_evidence_ms_p50_while_learning`` (claims that
+started while the store's ``learn`` lease was held) and ``learn_steps`` (versions registered).
 """
 from __future__ import annotations
 
@@ -52,6 +60,23 @@ def _queue(data_dir: Path, model: Path, n: int) -> None:
     store.close()
 
 
+def _learning_store(kept: Path, data_dir: Path, n_labels: int):
+    """The kept store as the app's store (database, images, features), ``n_labels`` items labelled."""
+    import shutil
+
+    from core.review.store import ReviewStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(kept / "r.sqlite", data_dir / "review.sqlite")
+    for sub in ("images", "artifacts"):
+        if (kept / sub).is_dir():
+            shutil.copytree(kept / sub, data_dir / sub)
+    store = ReviewStore(data_dir / "review.sqlite", second_review_share=None)
+    for i, row in enumerate(store.queue_items(n_labels, state="queued")):
+        store.label(row["sha256"], "fake" if i % 2 else "real", "seed-reviewer")
+    return store
+
+
 def _wait_new(page, previous: str | None, timeout_s: float = 120.0) -> str:
     try:
         return page.wait_for_function(JS_MARK, arg=previous, polling="raf", timeout=timeout_s * 1e3).json_value()
@@ -76,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=20, help="items queued (at least 4)")
     ap.add_argument("--json", action="store_true", help="print one JSON object only")
     ap.add_argument("--model", default=None, help="checkpoint (default: $LADEDA_MODEL or the bundled model)")
+    ap.add_argument("--learning-from", default=None, metavar="KEPT_STORE",
+                    help="measure while the background learner adapts (a store kept by benchmarks/loop.py --store)")
+    ap.add_argument("--learning-labels", type=int, default=60, help="items of that store labelled first")
     args = ap.parse_args(argv)
     n = max(4, args.items)
     model = Path(args.model) if args.model else default_model_path()
@@ -84,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log = (lambda *a: None) if args.json else print
     tmp = Path(tempfile.mkdtemp(prefix="bench-review-"))
+    extra_env: dict[str, str] = {}
+    learning = None
+    if args.learning_from:
+        learning = _learning_store(Path(args.learning_from), tmp / "data", args.learning_labels)
+        extra_env = {"LADEDA_LEARN_EVERY": "1", "LADEDA_AUTO_ACTIVATE": "off"}
+        log(f"{args.learning_labels} items of {args.learning_from} labelled; the app learns after every label")
     _queue(tmp / "data", model, n)
     log(f"{n} items queued")
     claim_ms: list[float] = []
     next_ms: list[float] = []
-    with B.streamlit_server(tmp / "data", model, log_path=tmp / "streamlit.log", timeout_s=300) as url, \
+    during: list[float] = []
+    with B.streamlit_server(tmp / "data", model, log_path=tmp / "streamlit.log", timeout_s=300,
+                            extra_env=extra_env) as url, \
             B.chromium(viewport=(1280, 800)) as ctx:
         page = ctx.new_page()
         page.goto(url, timeout=300_000)
@@ -100,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         half = n // 2
         for _ in range(half):  # claim one by one
             _unfocus(page)
+            busy = learning is not None and learning.jobs.running("learn") is not None
             t0 = time.perf_counter()
             page.keyboard.press("n")
             previous = _wait_new(page, previous)
             claim_ms.append((time.perf_counter() - t0) * 1e3)
+            if busy and learning.jobs.running("learn") is not None:  # held before and after the claim
+                during.append(claim_ms[-1])
             page.keyboard.press("a")
             page.get_by_role("button", name="Claim next").wait_for(timeout=60_000)
             B.wait_idle(page)
@@ -119,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     out = {"claim_to_evidence_ms_p50": round(statistics.median(claim_ms), 1),
            "claim_to_evidence_ms_p95": round(_pct(claim_ms, 0.95), 1),
            "label_to_next_evidence_ms_p50": round(statistics.median(next_ms), 1)}
+    if learning is not None:
+        from core.model.registry import ModelRegistry
+
+        out.update(claims_while_learning=len(during),
+                   claim_to_evidence_ms_p50_while_learning=round(statistics.median(during), 1) if during else None,
+                   learn_steps=len(ModelRegistry(tmp / "data" / "models", base=model).versions()))
+        learning.close()
     print(json.dumps(out) if args.json else
           f"{len(claim_ms)} claims, {len(next_ms)} label→next · claim→evidence p50 "
           f"{out['claim_to_evidence_ms_p50']} ms, p95 {out['claim_to_evidence_ms_p95']} ms · "

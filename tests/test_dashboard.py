@@ -773,3 +773,50 @@ def test_review_offers_a_rescore_when_the_model_changed(env, tiny_model):
     _ok(at.run())
     assert "not the active one" not in _texts(at) and "Re-scored with the active model." in _texts(at)
     assert store.item(shas[0])["queue"]["state"] == "leased"  # still the reviewer's item
+
+
+# ---------------------------------------------------------------------------
+# the learning loop: proposals on Calibration, the learned line on Review and Monitor, the per-version chart
+# ---------------------------------------------------------------------------
+def test_learning_loop_proposal_line_and_chart(env, tiny_model, monkeypatch):
+    from core.model.registry import ModelRegistry
+    from core.review.actions.learn import learn_step
+    from core.scoring.analysis import analyse, record_analysis
+    from core.scoring.detector import Detector
+
+    monkeypatch.setenv("LADEDA_LEARN_EVERY", "0")  # the learner stays out of the way; the step runs here
+    det = Detector.load(tiny_model, fast=False)
+    rng = np.random.default_rng(0)
+    rows = []
+    with _store(env) as s:
+        for i in range(48):
+            arr = np.clip(rng.normal(120, 5 + 3 * (i % 12), size=(96, 96, 3)), 0, 255).astype(np.uint8)
+            a = analyse(det, encode(Image.fromarray(arr), "PNG"), name=f"i{i}.png", guardrails=False, encoder=None)
+            record_analysis(s, a, name=f"i{i}.png", uploader="t")
+            rows.append((a.score.sha256, a.score.logit))
+        order = sorted(rows, key=lambda r: r[1])
+        for sha, _ in order[:24]:
+            s.label(sha, "fake", "ana")
+        for sha, _ in order[24:]:
+            s.label(sha, "real", "ana")
+        out = learn_step(s, ModelRegistry(env / "models", base=tiny_model), activate="propose", min_per_class=20)
+    assert out.status == "proposed"
+    at = _ok(_app().run())
+    _login(at, "ana")
+    at.switch_page("views/calibration.py")
+    _ok(at.run())
+    text = _texts(at)
+    proposed = [d.value for d in at.dataframe if "why held back" in d.value.columns]
+    assert proposed and list(proposed[0]["version"]) == [out.version], text
+    assert 0.0 <= proposed[0]["AUC after"][0] <= 1.0 and proposed[0]["labels"][0] == 48
+    assert "Automatic learning is off" in text and "benchmarks/loop.py" in text
+    _button(at, f"learn-activate-{out.version}").click()
+    _ok(at.run())
+    assert f"Now serving {out.version}." in _texts(at)
+    at.switch_page("views/review.py")
+    _ok(at.run())
+    assert f"Model {out.version} learned from 48 labels" in _texts(at) and "out-of-fold AUC" in _texts(at)
+    at.switch_page("views/monitor.py")
+    _ok(at.run())
+    assert f"Model {out.version} learned from 48 labels" in _texts(at)
+    assert "What each model version learned" in [h.value for h in at.subheader]

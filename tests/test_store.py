@@ -566,15 +566,15 @@ def test_claim_says_why_the_item_was_picked(store, clock):
     hand = store.add_item(b"by hand", name="h.jpg")
     store.enqueue(hand, by="lead", reason="customer complaint")
     first = store.claim_next("alice", lease_seconds=60)
-    assert (first["sha256"], first["why"]) == (near, "most uncertain: p=0.51")
+    assert (first["sha256"], first["why"]) == (near, "the model is least sure of this one (p = 0.51)")
     assert first["label_version"] == 0
     clock.advance(61)  # alice walks away
     again = store.claim_next("bob")
-    assert again["sha256"] == near and again["why"] == "lease expired (alice did not finish); most uncertain: p=0.51"
-    assert store.claim_next("bob")["why"] == "most uncertain: p=0.35"
+    assert again["sha256"] == near and again["why"] == "lease expired (alice did not finish); the model is least sure of this one (p = 0.51)"
+    assert store.claim_next("bob")["why"] == "the model is least sure of this one (p = 0.35)"
     store.skip(far, "bob")
     assert store.claim_next("carol")["why"] == "queued by lead: customer complaint"
-    assert store.claim_next("dan")["why"] == "most uncertain: p=0.35; skipped 1× before"
+    assert store.claim_next("dan")["why"] == "the model is least sure of this one (p = 0.35); skipped 1× before"
 
 
 def test_priority_is_the_distance_to_the_boundary(store):

@@ -17,6 +17,10 @@ Evaluation (:func:`adapt`): labels are split into contiguous blocks by labelling
 time; each block is predicted by a fit that never saw it. Before = the active
 model's served value on the same labels; after = those out-of-fold predictions.
 The new calibration (Platt) and tiers are fitted on the out-of-fold fused logits.
+When the active model was itself adapted, both are compared only on the labels it has not learned
+from (if they hold both classes), so its figure is never in-sample. The verdict figures (clear
+share, accuracy of clear verdicts, reals called clearly fake) use tiers refitted per time block on
+the other blocks, for both models, plus the parts' agreement rule.
 A fit worse out of fold than the active model (AUC) is refused unless forced.
 """
 from __future__ import annotations
@@ -221,14 +225,39 @@ class AdaptResult:
                                      adapt=self.report)
 
 
-def _metrics(z: np.ndarray, p: np.ndarray, y: np.ndarray, tiers: dict[str, Any] | None) -> dict[str, Any]:
+def policy_tiers(p: np.ndarray, tiers: dict[str, Any] | None, p_ladeda: np.ndarray | None = None,
+                 p_clip: np.ndarray | None = None) -> np.ndarray:
+    """The tier of each probability under ``tiers`` and the policy's agreement rule (rule 7) when both
+    parts' probabilities are given; the OOD guard and the guardrails are not applied here."""
     from core.calibration.tiers import tiers_of
-    from core.scoring.policy import DEFAULT_TIERS
+    from core.scoring.policy import DEFAULT_TIERS, parts_disagree
 
-    t = tiers or DEFAULT_TIERS
-    review = float(np.mean(tiers_of(p, t) == "review")) if len(p) else float("nan")
+    out = np.asarray(tiers_of(p, tiers or DEFAULT_TIERS), dtype=object)
+    if p_ladeda is not None and p_clip is not None:
+        for i in range(len(out)):
+            if parts_disagree(str(out[i]), float(p_ladeda[i]), float(p_clip[i])):
+                out[i] = "review"
+    return out
+
+
+def verdict_figures(t: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """Clear share, accuracy of the clear verdicts, and share of reals called clearly fake."""
+    t, y = np.asarray(t, dtype=object), np.asarray(y)
+    clear = t != "review"
+    right = ((t == "fake") & (y == 1)) | ((t == "real") & (y == 0))
+    reals = y == 0
+    return {"clear_share": round(float(clear.mean()), 4) if len(t) else None,
+            "clear_accuracy": round(float(right[clear].mean()), 4) if clear.any() else None,
+            "reals_clearly_fake": round(float((t[reals] == "fake").mean()), 4) if reals.any() else None}
+
+
+def _metrics(z: np.ndarray, p: np.ndarray, y: np.ndarray, tiers: dict[str, Any] | None,
+             served_tiers: np.ndarray | None = None) -> dict[str, Any]:
+    t = policy_tiers(p, tiers) if served_tiers is None else served_tiers
+    review = float(np.mean(t == "review")) if len(p) else float("nan")
     return {"auc": round(float(auc(z, y)), 4), "ap": round(float(average_precision(z, y)), 4),
-            "ece": round(float(ece(p, y)), 4), "review_share": round(review, 4), "n": int(len(y))}
+            "ece": round(float(ece(p, y)), 4), "review_share": round(review, 4), "n": int(len(y)),
+            **verdict_figures(t, y)}
 
 
 def served_logits(checkpoint: Any, parts: LearnedParts, heads: Heads, f: FeatureSet) -> tuple[np.ndarray, np.ndarray,
@@ -292,7 +321,18 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
                 oof[name][test] = z[name]
     z_before, p_before, tiers_before = served_logits(checkpoint, parts, current, labels)
     y = labels.labels
-    before = _metrics(z_before, p_before, y, tiers_before)
+    # labels the active version already learned from would flatter it (in-sample): when it was itself
+    # adapted, both models are compared on the labels it has not seen, if they hold both classes
+    seen_before = set((parts.provenance.get("adapt") or {}).get("label_event_ids") or [])
+    fresh = np.asarray([int(r["label_event_id"]) not in seen_before for r in ls.rows], dtype=bool)
+    cmp = fresh if (seen_before and len(set(y[fresh].tolist())) == 2) else np.ones(len(y), dtype=bool)
+    zb = current.logits(labels)
+    fused_before = "clip" in zb and parts.fuses
+    pl_before = (np.asarray(apply_record(checkpoint.calibration, zb["ladeda"])) if checkpoint.calibration
+                 else 1.0 / (1.0 + np.exp(-zb["ladeda"])))
+    pc_before = 1.0 / (1.0 + np.exp(-zb["clip"])) if fused_before else None
+    t_before = policy_tiers(p_before, tiers_before, pl_before if fused_before else None, pc_before)
+    before = _metrics(z_before[cmp], p_before[cmp], y[cmp], tiers_before, t_before[cmp])
     # calibrate the out-of-fold fused (served) logits and fit tiers on them
     served_name = "fused" if parts.fuses else "ladeda"
     z_after = oof[served_name]
@@ -305,8 +345,40 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
     fpr = default[0] if target_fpr is None else target_fpr
     fnr = default[1] if target_fnr is None else target_fnr
     tiers = tiers_from_targets(p_after, y, fpr, fnr, calibration_version=cal["version"])
-    after = _metrics(z_after, p_after, y, tiers)
     lcal = fit_calibration(oof["ladeda"], y, "platt", context={"fitted_on": "out-of-fold reviewer labels (LaDeDa)"})
+    # the verdicts out of fold: each time block gets tiers fitted on the other blocks (same targets),
+    # and, when fused, the agreement rule on the parts' out-of-fold probabilities
+    t_after = np.empty(len(y), dtype=object)
+    pl_after = np.asarray(apply_record(lcal, oof["ladeda"]))
+    pc_after = 1.0 / (1.0 + np.exp(-oof["clip"]))
+    for k in range(folds):
+        test = fid == k
+        if not test.any():
+            continue
+        other = ~test
+        tk = (tiers_from_targets(p_after[other], y[other], fpr, fnr, calibration_version=cal["version"])
+              if len(set(y[other].tolist())) == 2 else tiers)
+        t_after[test] = policy_tiers(p_after[test], tk, pl_after[test] if parts.fuses else None,
+                                     pc_after[test] if parts.fuses else None)
+    after = _metrics(z_after[cmp], p_after[cmp], y[cmp], tiers, t_after[cmp])
+    # the same verdict figures for the active model with its tiers refitted the same way (per time block,
+    # on the other blocks, same targets): labels drawn from the review queue sit in the active model's
+    # review band by construction, so its served tiers would call no real clearly fake there and no
+    # candidate could ever match that; compared like for like, "does not raise" means something
+    t_before_oof = np.empty(len(y), dtype=object)
+    for k in range(folds):
+        test = fid == k
+        if not test.any():
+            continue
+        other = ~test
+        tk = (tiers_from_targets(p_before[other], y[other], fpr, fnr) if len(set(y[other].tolist())) == 2
+              else tiers_before)
+        t_before_oof[test] = policy_tiers(p_before[test], tk, pl_before[test] if fused_before else None,
+                                          pc_before[test] if fused_before else None)
+    before["served_tiers"] = verdict_figures(t_before[cmp], y[cmp])
+    before.update(verdict_figures(t_before_oof[cmp], y[cmp]))
+    before["compared_on"] = after["compared_on"] = ("labels the active version had not learned from"
+                                                    if not cmp.all() else "all labels")
     ltiers = tiers_from_targets(apply_record(lcal, oof["ladeda"]), y,
                                 DEFAULT_TARGET_FPR if target_fpr is None else target_fpr,
                                 DEFAULT_TARGET_FNR if target_fnr is None else target_fnr,
@@ -322,7 +394,11 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
     w_raw, b_raw = final.ladeda.raw()
     head_update = {"fc.weight": torch.tensor(w_raw, dtype=torch.float32).view(1, -1),
                    "fc.bias": torch.tensor([b_raw], dtype=torch.float32)}
-    ood = parts.ood.with_seen(labels.ladeda, labels.clip_embedding) if parts.ood is not None else None
+    # labelled traffic counts as seen by the OOD guard (each label event once: an adapt of an adapted
+    # model adds only the labels its parent had not already added)
+    new_rows = np.asarray([i for i, r in enumerate(ls.rows) if int(r["label_event_id"]) not in seen_before], dtype=int)
+    added = labels.subset(new_rows)
+    ood = parts.ood.with_seen(added.ladeda, added.clip_embedding) if parts.ood is not None else None
     times = [r["labelled_at"] for r in ls.rows]
     provenance = {
         "action": "adapt", "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -331,7 +407,7 @@ def adapt(store: Any, checkpoint: Any, *, base: FeatureSet | None = None, min_pe
         "reviewers": sorted({r["reviewer"] for r in ls.rows if r.get("reviewer")}),
         "label_event_ids": [int(r["label_event_id"]) for r in ls.rows],
         "skipped": ls.skipped, "base_data": None if base is None else {"n": len(base), "data_hash": base.data_hash},
-        "label_weight": LABEL_WEIGHT, "folds": folds,
+        "label_weight": LABEL_WEIGHT, "folds": folds, "ood_added": int(len(new_rows)),
         "fusion": final.fusion.to_record() if final.fusion is not None else None,
     }
     new_parts = LearnedParts(clip_head=final.clip if parts.fuses else parts.clip_head,

@@ -156,6 +156,7 @@ if fit:
         st.caption("Saving records your name: enter it in the sidebar first.")
 
 learning_panels.adapt_panel(store, registry, det, who, page=PAGE)
+learning_panels.proposals_panel(store, registry, who, page=PAGE)
 
 st.subheader("Model versions")
 services.show_flashes(PAGE)
@@ -181,14 +182,17 @@ pick = c[0].selectbox("Version", ["base"] + [v.id for v in reversed(versions)], 
 
 def _activate() -> None:
     pick = st.session_state.get("cal-pick", "base")
-    services.act(PAGE, "activating the version", door.activate_version, registry, None if pick == "base" else pick,
-                 by=who.name, success=f"Now serving {pick}.")
+    ok, _ = services.act(PAGE, "activating the version", door.activate_version, registry,
+                         None if pick == "base" else pick, by=who.name, success=f"Now serving {pick}.")
+    if ok:  # the queue's order follows the new version (recomputed in the background)
+        learning_panels.after_activation(store, registry)
 
 
 def _rollback() -> None:
     ok, now = services.act(PAGE, "rolling back", registry.rollback, by=who.name)
     if ok:
         services.flash("success", f"Rolled back; now serving {now.name}.", PAGE)
+        learning_panels.after_activation(store, registry)
 
 
 c[1].button("Activate", key="cal-activate", disabled=who is None, on_click=_activate)

@@ -128,7 +128,7 @@ def _send_to_review(sha: str) -> None:
 
 def _label_now(sha: str, value: str, note: str) -> None:
     ok, out = services.act(PAGE, "saving your label", decide.label, store, sha, value, who.name,
-                           note=note or None, authenticated=who.authenticated)
+                           note=note or None, authenticated=who.authenticated, learn=services.registry())
     if ok:
         services.flash("success", out.message, PAGE)
 

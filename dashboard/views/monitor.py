@@ -2,14 +2,14 @@
 
 Daily score distribution, tier mix and flagged share, drift of recent scores
 against a reference window (PSI and KS, with an alert state), queue inflow and
-outflow, and how often reviewers overturn the model."""
+outflow, how often reviewers overturn the model, and what each model version learned from labels."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dashboard import forensics_panels, services
+from dashboard import forensics_panels, learning_panels, services
 from dashboard.agreement_panel import agreement_panel
 
 TIER_COLOURS = {"real": "#1a7f37", "review": "#d4a72c", "fake": "#cf222e"}
@@ -26,6 +26,7 @@ only_model = c[1].checkbox("Only the active model's scorings", value=False, key=
                            help="A model or calibration change moves scores; restrict to one model to see drift in "
                                 "the inputs alone.")
 model_sha = active.detector.checkpoint.sha256 if (active and only_model) else None
+learning_panels.learned_line(store, services.registry(), key="mon-learned")
 forensics_panels.playbook(store, active)
 
 
@@ -103,3 +104,5 @@ with services.guarded("reading the queue history"):
                      column_config={"rate": st.column_config.NumberColumn(format="percent")})
 
 agreement_panel(store)
+
+learning_panels.versions_chart(services.registry(), key="mon-versions")

@@ -36,6 +36,7 @@ stats = store.queue_stats()
 c[0].metric("Queued", stats.get("queued", 0))
 c[1].metric("Being reviewed", stats.get("leased", 0))
 c[2].metric("Labelled", stats.get("labelled", 0))
+learning_panels.learned_line(store, services.registry(), key="review-learned")
 if who is None:
     st.stop()
 
@@ -73,7 +74,8 @@ def _label(sha: str, value: str, note: str) -> None:
     current = st.session_state.get(KEY) or {}
     spent = max(0.0, time.time() - current["claimed_at"]) if current.get("sha") == sha else None
     ok, out = services.act(PAGE, "saving your decision", decide.label, store, sha, value, who.name,
-                           note=note or None, seconds_spent=spent, authenticated=who.authenticated, leased=True)
+                           note=note or None, seconds_spent=spent, authenticated=who.authenticated, leased=True,
+                           learn=services.registry())
     if ok:
         services.flash("success", out.message, PAGE)
         _after_decision()

@@ -85,9 +85,14 @@ def claim(store: "ReviewStore", reviewer: str) -> Outcome:
 
 
 def label(store: "ReviewStore", sha256: str, value: str, reviewer: str, *, note: str | None = None,
-          seconds_spent: float | None = None, authenticated: bool = False, leased: bool = False) -> Outcome:
+          seconds_spent: float | None = None, authenticated: bool = False, leased: bool = False,
+          learn: Any = None) -> Outcome:
     """Label the item whose evidence the reviewer saw. ``leased``: refuse unless the reviewer holds
-    it (the Review page), so a stale page cannot label an item someone else has taken over."""
+    it (the Review page), so a stale page cannot label an item someone else has taken over.
+
+    ``learn``: after the label, let the background learner check whether N new labels arrived
+    (:func:`core.learning.background.maybe_learn`; ``True`` with the default model registry, or a
+    registry). It returns at once; the learning itself runs on its own thread."""
     if value not in LABELS:
         raise DecisionError(f"Unknown label {value!r}; choose one of {', '.join(LABELS)}.")
     if leased and not holds(store, sha256, reviewer):
@@ -98,6 +103,10 @@ def label(store: "ReviewStore", sha256: str, value: str, reviewer: str, *, note:
         kwargs["seconds_spent"] = seconds_spent
     kwargs["authenticated"] = authenticated
     store.label(sha256, value, reviewer, **kwargs)
+    if learn is not None and learn is not False:
+        from core.learning.background import maybe_learn
+
+        maybe_learn(store, None if learn is True else learn)
     return Outcome("label", sha256, name=_name(store, sha256), label=value, queue_state=_state(store, sha256))
 
 

@@ -196,6 +196,11 @@ class ItemsOwner:
         return _scoring_out(self.db.row(sa.select(scorings).where(scorings.c.sha256 == sha)
                                         .order_by(scorings.c.id.desc()).limit(1)))
 
+    def seen_since(self, since: str, limit: int) -> list[str]:
+        """Items uploaded (first or again) at or after ``since``, latest first."""
+        return [r["sha256"] for r in self.db.rows(sa.select(items.c.sha256).where(items.c.last_seen_at >= since)
+                                                  .order_by(items.c.last_seen_at.desc()).limit(int(limit)))]
+
     def image_bytes(self, sha: str) -> bytes | None:
         """The original bytes; in privacy mode (``storage == 'thumbnail'``) the thumbnail; else None."""
         storage = self.db.scalar(sa.select(items.c.storage).where(items.c.sha256 == sha))

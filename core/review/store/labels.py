@@ -113,6 +113,10 @@ class LabelsOwner:
             raise StoreError(f"Item {sha[:12]}… was changed{who} since you opened it (label version {found}, "
                              f"you saw {int(expected)}); nothing was saved. Reload it to see the current label.")
 
+    def count_labels(self) -> int:
+        """How many label events (not undos) were ever given: grows by one with every decision."""
+        return int(self.db.scalar(sa.select(sa.func.count()).select_from(label_events).where(_E.kind == "label")))
+
     # -- writes ------------------------------------------------------------
     def add(self, sha: str, label: str, reviewer: str, now: str, *, note: str | None, seconds_spent: float | None,
             scoring_id: int | None, authenticated: bool, stage: str = "first") -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 The only writer of both tables. Order: items skipped fewer times first
 (``round``), then closest to the decision boundary (:func:`priority`, the
-``|p - 0.5|`` of the latest scoring; unscored hand-queued items count as
-0.5), then oldest. Leases follow Label Studio's ``TaskLock`` shape:
+``|p - 0.5|`` of the latest scoring, recomputed by :meth:`QueueOwner.reprioritise`
+with the active model's probability whenever a new model version becomes
+active; unscored hand-queued items count as 0.5), then oldest. Items queued for
+another reason (a stability flip, a second review, a manual send) keep the
+priority they were queued with. Leases follow Label Studio's ``TaskLock`` shape:
 :meth:`QueueOwner.set_lock`, :meth:`~QueueOwner.release_lock`,
 :meth:`~QueueOwner.clear_expired_locks`, and one rule, :func:`lease_rule`,
 decides who may act on a leased item.
@@ -33,6 +36,8 @@ MAX_LEASE_SECONDS = 24 * 3600.0
 MAX_REVIEWER = 100
 #: Literal (not a bound parameter) so SQLite can use the partial indexes on ``state``.
 _QUEUED, _LEASED = sa.literal_column("'queued'"), sa.literal_column("'leased'")
+#: Queue reasons whose place is the model's uncertainty (the others keep their own place rules).
+UNCERTAINTY_REASONS = ("review tier", "labelled directly")
 #: Claim order, written once (the ``queue_next`` index has exactly these columns).
 CLAIM_ORDER = (queue.c.round, queue.c.distance, queue.c.ready_at, queue.c.sha256)
 
@@ -76,11 +81,13 @@ def lease_rule(row: dict[str, Any] | None, sha: str, reviewer: str, now: str, *,
 
 def claim_reason(row: dict[str, Any], expired_from: str | None, probability: float | None) -> str:
     """Why the claim picked this item, in words for the reviewer (e.g. ``most uncertain: p=0.51``)."""
-    automatic = row["reason"] in ("review tier", "labelled directly")
+    automatic = row["reason"] in UNCERTAINTY_REASONS
+    if row.get("model_p") is not None:
+        probability = float(row["model_p"])  # the active model's, recomputed at its activation
     if not automatic:
         why = f"queued by {row['enqueued_by']}: {row['reason']}" if row["enqueued_by"] else f"queued: {row['reason']}"
     elif probability is not None:
-        why = f"most uncertain: p={probability:.2f}"
+        why = f"the model is least sure of this one (p = {probability:.2f})"
     else:
         why = "queued without a score"
     if row["round"]:
@@ -155,7 +162,8 @@ class QueueOwner:
     def _insert(self, sha: str, now: str, *, state: str, probability: float | None, by: str | None,
                 reason: str) -> None:
         self.db.execute(queue.insert().values(sha256=sha, state=state, distance=priority(probability), round=0,
-                                              ready_at=now, enqueued_at=now, enqueued_by=by, reason=reason))
+                                              ready_at=now, enqueued_at=now, enqueued_by=by, reason=reason,
+                                              model_p=None if probability is None else float(probability)))
 
     def enqueue(self, sha: str, probability: float | None, *, by: str | None, reason: str) -> dict[str, Any]:
         """Queue an item by hand (a labelled one again, for a second look); idempotent otherwise."""
@@ -174,12 +182,32 @@ class QueueOwner:
         state = self.state(sha)
         if state is not None:
             if state != "labelled":
-                self._set(sha, distance=priority(probability))
+                self._set(sha, distance=priority(probability), model_p=float(probability))
             return
         if queue_it:
             now = self.db.now_iso()
             self._insert(sha, now, state="queued", probability=probability, by=None, reason="review tier")
             self._event(sha, "enqueued", None, now, detail="review tier")
+
+    def waiting_for_uncertainty(self) -> list[str]:
+        """Items waiting (queued or leased) whose place is the model's uncertainty, in no order."""
+        q = queue.c
+        return [r["sha256"] for r in self.db.rows(sa.select(q.sha256).where(
+            q.state != "labelled", q.reason.in_(UNCERTAINTY_REASONS), q.stage == "first"))]
+
+    def reprioritise(self, probabilities: dict[str, float]) -> int:
+        """Give each waiting item its place by the active model's probability ``p`` (``|p - 0.5|``).
+
+        Only items whose place is the uncertainty (:data:`UNCERTAINTY_REASONS`, first review) move;
+        the others, and labelled items, are left as they are. Returns how many rows changed."""
+        q = queue.c
+        changed = 0
+        for sha, p in probabilities.items():
+            done = self.db.execute(queue.update().where(q.sha256 == sha, q.state != "labelled",
+                                                        q.reason.in_(UNCERTAINTY_REASONS), q.stage == "first")
+                                   .values(distance=priority(p), model_p=float(p)))
+            changed += int(done.rowcount or 0)
+        return changed
 
     # -- claiming ------------------------------------------------------------
     def claim(self, reviewer: str, lease_seconds: float | None) -> tuple[dict[str, Any], str | None] | None:

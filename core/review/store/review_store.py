@@ -4,7 +4,7 @@ It holds the connection and the transaction (:class:`Database`) and composes
 the owners, each the only SQL that touches its tables: :class:`ItemsOwner`
 (items, uploads, scorings), :class:`QueueOwner` (queue, queue events),
 :class:`LabelsOwner` (label events, current labels), :class:`ExportsOwner`
-(export records) and the read-only :class:`Monitor`. A method that spans
+(export records), :class:`JobsOwner` (background job leases) and the read-only :class:`Monitor`. A method that spans
 owners (a scoring that queues its item, a label that leaves the queue) runs
 them in one transaction here. The database is an embedded SQLite file by
 default or PostgreSQL given a URL; the image bytes live in a content-addressed
@@ -36,6 +36,7 @@ from core.review.store.blobs import BlobStore
 from core.review.store.db import Database, is_url
 from core.review.store.exports import ExportsOwner, counts, is_hard_negative
 from core.review.store.items import ItemsOwner, check_sha256
+from core.review.store.jobs import JobsOwner
 from core.review.store.labels import (LabelFilters, LabelsOwner, check_label, check_note, check_seconds, minutes,
                                       undo_cutoff)
 from core.review.store.monitor import Monitor
@@ -93,6 +94,7 @@ class ReviewStore:
         self.queue = QueueOwner(self.db, self.lease_seconds)
         self.labels = LabelsOwner(self.db)
         self.exports = ExportsOwner(self.db)
+        self.jobs = JobsOwner(self.db)
         self.monitor = Monitor(self.db)
 
     @classmethod
@@ -292,6 +294,16 @@ class ReviewStore:
             self.items.need(sha)
             self.queue.skip(sha, reviewer)
 
+    def waiting_for_uncertainty(self) -> list[str]:
+        """Items waiting for their first review whose place in the queue is the model's uncertainty."""
+        return self.queue.waiting_for_uncertainty()
+
+    def reprioritise(self, probabilities: Mapping[str, float]) -> int:
+        """Move waiting items to their place by the active model's probability (one transaction);
+        items queued for another reason keep theirs. Returns how many rows changed."""
+        with self.db.write():
+            return self.queue.reprioritise(dict(probabilities))
+
     def queue_stats(self) -> dict[str, int]:
         """Counts per queue state; a lease that has run out counts as queued."""
         return self.queue.stats()
@@ -434,6 +446,15 @@ class ReviewStore:
         for r in rows:
             r["guardrails"] = json.loads(r["guardrails"]) if r.get("guardrails") else ({} if r["scoring_id"] else None)
         return rows
+
+    def label_event_count(self) -> int:
+        """Label events ever given (undos not subtracted): the background learner's counter."""
+        return self.labels.count_labels()
+
+    def items_seen_since(self, *, hours: float = 24.0, limit: int = 2000) -> list[str]:
+        """Items uploaded in the last ``hours`` (by the store's clock), latest first."""
+        since = iso(self.db.now() - _dt.timedelta(hours=float(hours)))
+        return self.items.seen_since(since, limit)
 
     def reviewers(self) -> list[str]:
         with self.db.read():

@@ -277,6 +277,28 @@ _PG_V3 = (
 _V4 = "DROP INDEX IF EXISTS queue_state;"
 
 
+#: Version 5: the learning loop. ``queue.model_p`` is the active model's probability that the item's
+#: priority was last computed from (recomputed from stored features when a version becomes active);
+#: ``job_leases`` holds one row per background job (learning, queue re-prioritisation): who holds it
+#: until when (the database clock, like claims), and the marker of the last finished run.
+_V5 = """
+ALTER TABLE queue ADD COLUMN model_p REAL CHECK (model_p IS NULL OR (model_p >= 0.0 AND model_p <= 1.0));
+CREATE TABLE job_leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT,
+  expires_at TEXT,
+  done_marker TEXT,
+  done_at TEXT,
+  CHECK ((holder IS NULL) = (expires_at IS NULL))
+);
+"""
+_PG_V5 = (
+    "ALTER TABLE queue ADD COLUMN model_p DOUBLE PRECISION CHECK (model_p IS NULL OR (model_p >= 0.0 AND model_p <= 1.0))",
+    "CREATE TABLE job_leases (name TEXT PRIMARY KEY, holder TEXT, expires_at TEXT, done_marker TEXT, done_at TEXT, "
+    "CHECK ((holder IS NULL) = (expires_at IS NULL)))",
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -290,6 +312,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "label_events.authenticated, scorings.precision", _V2, _PG_V2),
     Migration(3, "blind double review: queue.stage, label_events.stage, queue_exclusions", _V3, _PG_V3),
     Migration(4, "SQLite: drop queue_state so claims walk queue_next", _V4, ()),
+    Migration(5, "learning loop: queue.model_p, job_leases", _V5, _PG_V5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

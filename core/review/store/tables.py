@@ -11,6 +11,7 @@ items, uploads, scorings           :mod:`core.review.store.items`
 queue (+ _events, _exclusions)     :mod:`core.review.store.queue`
 label_events, current_labels       :mod:`core.review.store.labels`
 exports, export_items              :mod:`core.review.store.exports`
+job_leases                         :mod:`core.review.store.jobs`
 settings                           :mod:`core.review.store.review_store`
 =================================  =========================================
 """
@@ -49,7 +50,14 @@ queue = sa.Table(
     sa.Column("sha256", _T, primary_key=True), sa.Column("state", _T), sa.Column("distance", _F),
     sa.Column("round", _I), sa.Column("ready_at", _T), sa.Column("enqueued_at", _T), sa.Column("enqueued_by", _T),
     sa.Column("reason", _T), sa.Column("lease_reviewer", _T), sa.Column("lease_expires_at", _T),
-    sa.Column("stage", _T),
+    sa.Column("stage", _T), sa.Column("model_p", _F),
+)
+
+#: Background jobs (learning, queue re-prioritisation): one lease per job name, across processes.
+job_leases = sa.Table(
+    "job_leases", metadata,
+    sa.Column("name", _T, primary_key=True), sa.Column("holder", _T), sa.Column("expires_at", _T),
+    sa.Column("done_marker", _T), sa.Column("done_at", _T),
 )
 
 #: Reviewers who may not claim an item's later review stages (they labelled an earlier one).

@@ -14,6 +14,9 @@ from .pg_fixture import backend, new_db, pg_server  # noqa: F401  (store tests r
 #: Blind double review re-queues a share of labelled items; tests of everything else run with it off,
 #: tests/test_double_review.py turns it on per store. Subprocesses (CLI, servers) inherit this.
 os.environ.setdefault("LADEDA_SECOND_REVIEW_SHARE", "off")
+#: The background learner adapts after every 25 labels; tests of everything else label freely without
+#: starting one (a daemon thread fitting heads beside a test is noise); tests/test_learn_loop.py sets it.
+os.environ.setdefault("LADEDA_LEARN_EVERY", "off")
 
 # Parity and scoring tests compare exact figures: serve fp32 unless a test asks for another path.
 os.environ.setdefault("LADEDA_PRECISION", "fp32")

@@ -214,6 +214,9 @@ def print_contract(r: dict) -> None:
     print(f"  patch-map Spearman: median {r['median_spearman']:.4f} (≥ {c['min_median_spearman']}), "
           f"min {r['min_spearman']:.4f}")
     print(f"  LaDeDa logit change: max {r['max_abs_ladeda_logit_change']:.3f}, median {r['median_abs_ladeda_logit_change']:.3f}")
+    print(f"  fp32 tiers: {r.get('tiers_fp32')}; OOD guard trips the same: {r.get('ood_trip_agreement')} "
+          f"(max distance change {r.get('max_ood_distance_change')}); pooled features median relative change "
+          f"{r.get('median_pooled_rel_change')}")
     print(f"  forward median ms: fp32 {r['median_forward_ms']:.0f}, int8 {r['median_forward_ms_other']:.0f}")
     print(f"  meets contract: {'yes' if r['meets_contract'] else 'NO'}")
 

@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         note = ""
         if r["precision"] == "int8" and r["model"] == contract.get("model"):
             note = (f"  max|dp| {contract['max_abs_probability_change']:.4f}, tier same {contract['tier_agreement']:.1%}, "
-                    f"rho med {contract['median_spearman']:.3f} ({contract['images']} img: "
-                    f"{'meets' if contract['meets_contract'] else 'FAILS'}; benchmarks/int8_contract.json)")
+                    f"rho med {contract['median_spearman']:.3f} ({contract['images']} img, {contract.get('subset', 'all')}: "
+                    f"{'meets' if contract['meets_contract'] else 'FAILS'}; {contract['file']})")
         elif r["precision"] == "int8":
             note = "  not measured: python -m core.bench --contract"
         print(f"{r['model']:12s} {r['precision']:>5s} {r['ms_per_image']:9.1f} {r['megapixels_per_s']:7.3f} "
@@ -298,11 +298,13 @@ def _auto_choice() -> str:
 
 
 def _stored_contract() -> dict:
-    """The last full contract run (without per-image records), or {} when none is stored."""
-    try:
-        return json.loads(CONTRACT_FILE.read_text())
-    except (OSError, ValueError):
-        return {}
+    """The last full contract run (without per-image records), else the last subset run, else {}."""
+    for path in (CONTRACT_FILE, CONTRACT_FILE.with_suffix(".subset.json")):
+        try:
+            return {**json.loads(path.read_text()), "file": f"benchmarks/{path.name}"}
+        except (OSError, ValueError):
+            continue
+    return {}
 
 
 if __name__ == "__main__":

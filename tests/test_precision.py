@@ -237,14 +237,16 @@ def test_int8_graph_serves_the_same_outputs_as_fp32_at_any_size():
 @pytest.mark.timeout(3600)
 @needs_corpus
 @pytest.mark.skipif(not _INT8_HW, reason=_NO_INT8_UNITS)
-def test_int8_meets_the_analyst_contract_on_a_subset():
+def test_int8_is_enabled_exactly_when_it_meets_the_analyst_contract():
     """Gate for int8 in core.model.precision.ENABLED, on a deterministic 1-in-8 subset of corpus/test and
     unseen/*/test (~40 images; ``python -m core.bench --contract`` runs all of them): the fused probability
-    moves ≤ 0.01, the tier is unchanged on ≥ 99 %, the patch map's Spearman median is ≥ 0.95."""
+    moves ≤ 0.01, the tier is unchanged on ≥ 99 %, the patch map's Spearman median is ≥ 0.95. Enabled without
+    meeting it fails; meeting it while not enabled fails too (enable it, after the full run). Measured on an
+    Ice Lake Xeon: Spearman median 0.937, so int8 is not enabled."""
     from core.encoders.clip import load_encoder
     from core.evaluation.bench import contract_items
     from core.model.checkpoint import load_checkpoint
-    from core.model.precision import analyst_contract_report
+    from core.model.precision import ENABLED, analyst_contract_report
     from core.scoring.detector import Detector
 
     encoder = load_encoder()
@@ -257,4 +259,4 @@ def test_int8_meets_the_analyst_contract_on_a_subset():
                                      encoder=encoder)
     assert report["images"] == len(items) - len(report["skipped"]) >= 35
     summary = {k: v for k, v in report.items() if k != "records"}
-    assert report["meets_contract"], summary
+    assert report["meets_contract"] == ("int8" in ENABLED), summary

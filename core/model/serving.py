@@ -13,6 +13,9 @@ use the original eager model, never this one.
 variant: the input representation (NPR residuals are small differences that
 bf16's 8-bit mantissa would round away) and the stem conv stay fp32, the
 residual body runs in bfloat16, and the head sums the features in fp32.
+``precision="int8"`` hands the same folded network to ONNX Runtime, statically
+quantised (:mod:`core.model.int8`): representation, stem conv and head in fp32,
+the residual body's convs in int8.
 """
 from __future__ import annotations
 
@@ -130,9 +133,20 @@ class ServingModel:
     """
 
     def __init__(self, model: nn.Module, example_hw: tuple[int, int] = (256, 256), jit: bool = True,
-                 warmup: int = 5, precision: str = "fp32") -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"ServingModel precision must be fp32 or bf16, not {precision!r}")
+                 warmup: int = 5, precision: str = "fp32", int8_calibration: dict | None = None) -> None:
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"ServingModel precision must be fp32, bf16 or int8, not {precision!r}")
+        if precision == "int8":
+            if int8_calibration is None:
+                raise ValueError("the int8 path needs the checkpoint's int8 calibration (core.model.int8)")
+            from core.model.int8 import Int8Serving
+
+            self.precision, self.jit = precision, False
+            self._module = Int8Serving(model, int8_calibration)
+            example = torch.randn(1, 3, *example_hw)
+            for _ in range(min(warmup, 1)):
+                self._module(example)
+            return
         folded = fold_for_inference(model)
         if precision == "bf16":
             folded = MixedPrecision(folded, torch.bfloat16).eval()

@@ -140,9 +140,27 @@ class Detector:
         self.max_pixels = max_pixels
         # precision: None = $LADEDA_PRECISION or this CPU's best enabled path (core.model.precision)
         self.precision = resolve_precision(precision) if fast else "fp32"
+        int8_calibration = None
+        if self.precision == "int8":
+            int8_calibration, self.precision = self._int8_calibration(precision)
         # warm-up/trace shape: what a 256×256 image becomes under this checkpoint's spec
         self._serving = ServingModel(self.model, example_hw=self.spec.input_size(256, 256),
-                                     precision=self.precision) if fast else None
+                                     precision=self.precision, int8_calibration=int8_calibration) if fast else None
+
+    def _int8_calibration(self, requested: str | None) -> tuple[dict | None, str]:
+        """(calibration, "int8") when this checkpoint has an int8 calibration for its network weights; else an
+        automatic choice falls back to the next enabled path and an explicit request is refused."""
+        from core.model.int8 import Int8Unavailable, calibration_file, load_calibration
+        from core.model.precision import ENABLED, ENV_VAR, PrecisionError, choose_precision, cpu_flags
+
+        path = calibration_file(self.checkpoint.path) if self.checkpoint.path else None
+        try:
+            return load_calibration(self.model, path), "int8"
+        except Int8Unavailable as exc:
+            asked = (requested if requested is not None else os.environ.get(ENV_VAR) or "auto").strip().lower()
+            if asked == "int8":
+                raise PrecisionError(f"Precision int8 is not available for this model: {exc}") from exc
+            return None, choose_precision(cpu_flags(), "auto", enabled=[p for p in ENABLED if p != "int8"])
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "Detector":

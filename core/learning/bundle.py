@@ -22,11 +22,6 @@ from core.learning.features import FeatureSet, ladeda_key
 BASE_SPLITS = ("train", "val")
 
 
-def split_of(group: str) -> str:
-    """The split of an ``--unseen`` row from its group (``<source>/<split>``)."""
-    return Path(group).name
-
-
 def base_rows(corpus: str | None, unseen: list[str], detector, encoder, cache, *, progress: bool = False,
               splits: tuple[str, ...] = BASE_SPLITS) -> FeatureSet:
     """Features of the given splits of the corpus (``<corpus>/<split>``) and of each unseen-layout folder."""
@@ -38,8 +33,10 @@ def base_rows(corpus: str | None, unseen: list[str], detector, encoder, cache, *
             if (Path(corpus) / split).is_dir():
                 parts.append(extract_folder(Path(corpus) / split, detector, encoder, cache, progress=progress))
     for folder in unseen:
-        fs = extract_folder(folder, detector, encoder, cache, progress=progress)
-        parts.append(fs.subset(np.flatnonzero([split_of(g) in splits for g in fs.groups])))
+        for source in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+            for split in splits:  # only these splits' images are read (the test splits stay unread)
+                if (source / split).is_dir():
+                    parts.append(extract_folder(source / split, detector, encoder, cache, progress=progress))
     return FeatureSet.concat(parts)
 
 

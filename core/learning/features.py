@@ -229,7 +229,8 @@ MANIFEST = "manifest.csv"
 
 def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
     """Each file's ``source`` from a ``manifest.csv`` (columns ``path``, ``source``; paths relative to
-    the manifest's folder) in ``root`` or the folder above it, as the corpus ships one; [] without one.
+    the manifest's folder) in ``root`` or one of the two folders above it (``corpus/train``,
+    ``unseen/<source>/train``), as the corpus ships one; [] without one.
 
     Why: file names say little about where an image came from (the corpus's reals of one source
     share prefixes with another's), and heads weigh each source equally (see
@@ -238,7 +239,7 @@ def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
     import csv
 
     root = Path(os.path.abspath(root))  # not resolve(): a symlinked image is listed where the link is
-    for folder in (root, root.parent):
+    for folder in (root, root.parent, root.parent.parent):  # corpus/train; unseen/<source>/train
         manifest = folder / MANIFEST
         if not manifest.is_file():
             continue

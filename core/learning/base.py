@@ -163,5 +163,5 @@ def fit_base_parts(checkpoint: Any, train: FeatureSet, val: FeatureSet | None = 
 
 
 __all__ = ["CLIP_FEATURE", "CLIP_L2", "SOURCE_ALPHA", "FUSED_TIER_TARGETS", "OOD_HELD_OUT_TRIP",
-           "BUNDLED_BACKBONE_SOURCES", "DEFAULT_PRIOR", "Fusion", "fit_base_parts", "fit_clip_head",
+           "BUNDLED_BACKBONE_SOURCES", "FIT_FUSION", "DEFAULT_PRIOR", "Fusion", "fit_base_parts", "fit_clip_head",
            "out_of_source_logits", "ladeda_head", "row_sources", "source_group"]

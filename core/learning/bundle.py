@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from core.learning.features import FeatureSet, ladeda_key
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Rebuild the bundled models from ../shared/corpus, exactly as shipped (see data/models/MODEL_CARD.md).
+# Rebuild the bundled models from ../shared/corpus (network) and ../shared/corpus + ../shared/unseen
+# (learned parts: CLIP head, fusion, calibration, tiers, OOD guard), exactly as shipped (see data/models/MODEL_CARD.md).
 # Takes about two hours on 2 CPU cores; uses CUDA when present. Intermediate files go to ${RUNS:-runs/}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-../shared/corpus}
+UNSEEN=${UNSEEN:-../shared/unseen}
+CACHE=${CACHE:-.cache/features}
 RUNS=${RUNS:-runs}
 mkdir -p "$RUNS" data/models
 python -m core bias-report --data "$CORPUS/train" | tee "$RUNS/bias-report.txt"
@@ -24,3 +27,8 @@ python -m core calibrate --model "$RUNS/tiny_raw.pt" --data "$CORPUS/val" --meth
   --target-fpr 0.05 --target-fnr 0.20 --out data/models/tiny_ladeda.pt
 python -m core evaluate --model data/models/ladeda9.pt --data "$CORPUS/test" --robustness --report "$RUNS/eval-ladeda9"
 python -m core evaluate --model data/models/tiny_ladeda.pt --data "$CORPUS/test" --robustness --report "$RUNS/eval-tiny"
+# The learned parts on the train + val images of all nine sources (features cached per image in $CACHE;
+# the CLIP features depend on the CPU's INT8 kernels: see the model card), then the figures of the card.
+python -m core.learning.bundle --corpus "$CORPUS" --unseen "$UNSEEN" --cache "$CACHE" --model data/models/ladeda9.pt
+python benchmarks/unseen_sources.py --corpus "$CORPUS" --unseen "$UNSEEN" --cache "$CACHE" --eval both \
+  | tee "$RUNS/unseen-sources.txt"

@@ -186,10 +186,11 @@ def test_sources_come_from_the_corpus_manifest_and_survive_the_file(tmp_path):
     assert FeatureSet.concat([no_sources, no_sources]).sources == []
 
 
-def test_the_bundled_recipe_weighs_the_training_sources_equally():
-    """``fit_base_parts`` fits its CLIP head with every corpus source weighing the same (the
-    choice made leave-one-source-out, see core.learning.base) and says so in the provenance."""
-    from core.learning.base import CLIP_FEATURE, CLIP_L2, fit_base_parts
+def test_the_bundled_recipe_weighs_the_base_sources_and_fits_the_rest_out_of_source():
+    """``fit_base_parts`` fits its CLIP head on all base rows (train and val pooled) with each source
+    weighing ``n ** -SOURCE_ALPHA`` (the choice made leave-one-source-out, see core.learning.base), and
+    calibrates on logits each row got from a head that never saw its source."""
+    from core.learning.base import CLIP_FEATURE, CLIP_L2, SOURCE_ALPHA, fit_base_parts, out_of_source_logits
     from core.learning.heads import balanced_weights
     from core.learning.parts import clip_input
 
@@ -210,12 +211,21 @@ def test_the_bundled_recipe_weighs_the_training_sources_equally():
 
     train, val = split(120, 30), split(40, 20)
     parts = fit_base_parts(ckpt, train, val)
-    assert parts.provenance["clip_head"]["sources_weighted_equally"] == ["big", "small"]
-    x = clip_input(CLIP_FEATURE, train.clip_embedding, train.clip_cls, train.clip_layers)
-    balanced = fit_logistic(x, train.labels, l2=CLIP_L2, sample_weight=balanced_weights(train.sources, len(train)))
-    plain = fit_logistic(x, train.labels, l2=CLIP_L2)
-    np.testing.assert_allclose(parts.clip_head.logits(x), balanced.logits(x), atol=1e-6)
-    assert np.abs(plain.logits(x) - balanced.logits(x)).max() > 1e-2  # the weighting changed the head
+    base = FeatureSet.concat([train, val])
+    assert parts.provenance["clip_head"]["rows_per_source"] == {"big": 160, "small": 50}
+    assert parts.provenance["clip_head"]["source_alpha"] == SOURCE_ALPHA
+    x = clip_input(CLIP_FEATURE, base.clip_embedding, base.clip_cls, base.clip_layers)
+    weighted = fit_logistic(x, base.labels, l2=CLIP_L2,
+                            sample_weight=balanced_weights(base.sources, len(base), alpha=SOURCE_ALPHA))
+    plain = fit_logistic(x, base.labels, l2=CLIP_L2)
+    np.testing.assert_allclose(parts.clip_head.logits(x), weighted.logits(x), atol=1e-6)
+    assert np.abs(plain.logits(x) - weighted.logits(x)).max() > 1e-2  # the weighting changed the head
+    # out of source: the small source's rows are scored by a head fitted on the big source alone
+    oos = out_of_source_logits(base, base.sources)
+    small = np.asarray(base.sources) == "small"
+    only_big = fit_logistic(x[~small], base.labels[~small], l2=CLIP_L2)
+    np.testing.assert_allclose(oos[small], only_big.logits(x[small]), atol=1e-6)
+    assert parts.provenance["calibration_and_tiers"]["n"] == len(base)
 
 
 def test_adapt_weighs_the_base_sources_equally_and_each_label_the_same():
@@ -245,3 +255,74 @@ def test_adapt_weighs_the_base_sources_equally_and_each_label_the_same():
                                                         ladeda=base.ladeda, sources=["only"] * 300)).ladeda
     assert balanced.raw()[0][1] < unbalanced.raw()[0][1]  # less of the big source's shortcut
     np.testing.assert_allclose(one_source.raw()[0], unbalanced.raw()[0], atol=1e-9)  # one source: plain weights
+
+
+def test_base_features_file_stores_the_final_cls_token_once(tmp_path):
+    """With the per-block tokens present the file keeps the final CLS token only as the last block's
+    (it is that token), and loading gives it back; without them ``clip_cls`` is stored as before."""
+    rng = np.random.default_rng(12)
+    layers = rng.normal(size=(3, 12, 768)).astype(np.float32)
+    fs = FeatureSet(sha256=[f"{i:064x}" for i in range(3)], labels=np.array([0, 1, 1]),
+                    ladeda=rng.normal(size=(3, 2048)).astype(np.float32),
+                    clip_embedding=rng.normal(size=(3, 512)).astype(np.float32), clip_cls=layers[:, -1].copy(),
+                    clip_layers=layers, sources=["a", "a", "b"])
+    fs.save(tmp_path / "l.npz")
+    with np.load(tmp_path / "l.npz") as z:
+        assert "clip_cls" not in z.files and "clip_layers" in z.files
+    back = FeatureSet.load(tmp_path / "l.npz")
+    np.testing.assert_array_equal(back.clip_cls, layers[:, -1].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(back.clip_layers[:, -1], back.clip_cls)
+    no_layers = FeatureSet(sha256=fs.sha256, labels=fs.labels, ladeda=fs.ladeda, clip_embedding=fs.clip_embedding,
+                           clip_cls=fs.clip_cls)
+    no_layers.save(tmp_path / "c.npz")
+    again = FeatureSet.load(tmp_path / "c.npz")
+    assert again.clip_layers is None
+    np.testing.assert_array_equal(again.clip_cls, fs.clip_cls.astype(np.float16).astype(np.float32))
+
+
+def test_source_weighting_alpha_interpolates_between_rows_and_sources():
+    from core.learning.heads import balanced_weights
+
+    src = ["big"] * 9 + ["small"]
+    equal = balanced_weights(src, 10)  # alpha 1: each source weighs the same in total
+    assert equal[:9].sum() == pytest.approx(equal[9])
+    assert balanced_weights(src, 10, alpha=0.0).tolist() == pytest.approx([1.0] * 10)  # every row the same
+    half = balanced_weights(src, 10, alpha=0.5)  # totals ∝ sqrt(n): 3 against 1
+    assert half[:9].sum() / half[9] == pytest.approx(3.0)
+    assert half.mean() == pytest.approx(1.0)
+
+
+def test_unseen_sources_benchmark_reuses_pair_fits_exactly():
+    """``benchmarks/unseen_sources.py`` fits each "without S and T" head once and hands the parts the
+    out-of-source logits; they must be exactly what ``fit_base_parts`` computes on its own."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import unseen_sources as bench
+
+    from core.learning.base import fit_base_parts
+
+    ckpt = load_checkpoint(DEFAULT_TINY_MODEL)
+    dim = ckpt.state_dict["fc.weight"].shape[1]
+    rng = np.random.default_rng(13)
+    n = 60
+    y = rng.integers(0, 2, n)
+    layers = rng.normal(size=(n, 12, 768)).astype(np.float32)
+    layers[:, 11, 0] += (2 * y - 1)
+    sources = ["a"] * 20 + ["b"] * 25 + ["c"] * 15
+    base = FeatureSet(sha256=[f"{i:064x}" for i in range(n)], labels=y,
+                      ladeda=rng.normal(size=(n, dim)).astype(np.float32),
+                      clip_embedding=rng.normal(size=(n, 512)).astype(np.float32), clip_cls=layers[:, 11].copy(),
+                      clip_layers=layers, sources=sources, groups=sources)
+    bsrc = np.asarray(sources)
+    heads = bench._heads_without(base, bsrc, ["a", "b", "c"], progress=False)
+    rest = np.flatnonzero(bsrc != "b")
+    fast = fit_base_parts(ckpt, base.subset(rest), clip_head=heads[("b",)],
+                          clip_oos=bench._out_of_source(base, bsrc, rest, heads, "b"))
+    slow = fit_base_parts(ckpt, base.subset(rest))
+    x = layers.reshape(n, -1)
+    np.testing.assert_allclose(fast.clip_head.logits(x), slow.clip_head.logits(x), atol=1e-9)
+    assert fast.calibration["params"] == slow.calibration["params"]
+    assert fast.tiers["real_below"] == slow.tiers["real_below"]
+    assert fast.tiers["fake_at_or_above"] == slow.tiers["fake_at_or_above"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core.learning.ood import OodGuard, fit_guard
 from core.scoring.policy import decide
@@ -58,3 +59,26 @@ def test_policy_gives_only_review_when_tripped():
     assert any("unlike the images this model was calibrated on (distance 2.50" in r.lower() for r in d.reasons)
     assert decide(0.95, tiers, None, ood={**ood, "tripped": False}).tier == "fake"
     assert decide(0.05, tiers, None, ood=ood).tier == "review"
+
+
+def test_held_out_trip_threshold_withholds_only_the_far_tail_of_a_new_source():
+    """With ``held_out_trip`` the threshold is the distance that this share of the held-out sources'
+    images exceed (leave-one-source-out, each source weighing the same), not the one that separates
+    new sources from seen ones: most images of a new source keep their verdict."""
+    rng = np.random.default_rng(3)
+    dim = 32
+    centres = {f"s{i}": rng.normal(size=dim) for i in range(5)}
+    lad, groups = _clusters(rng, centres, 30, dim)
+    clip, _ = _clusters(rng, {k: rng.normal(size=16) for k in centres}, 30, 16)
+    strict = fit_guard(lad, clip, groups)
+    tail = fit_guard(lad, clip, groups, held_out_trip=0.10)
+    rep = tail.fit_report["clip+ladeda"]
+    assert rep["rule"] == "held_out_trip" and strict.fit_report["clip+ladeda"]["rule"] == "youden_j"
+    assert rep["held_out_source_trip_rate"] == pytest.approx(0.10, abs=0.02)
+    assert strict.fit_report["clip+ladeda"]["held_out_source_trip_rate"] > 0.5
+    assert tail.thresholds["clip+ladeda"] > strict.thresholds["clip+ladeda"]
+    # a new cluster (a sixth source) mostly keeps its verdicts under the tail rule, none under the strict one
+    new_lad = rng.normal(size=dim) + 0.15 * rng.normal(size=(20, dim))
+    new_clip = rng.normal(size=16) + 0.15 * rng.normal(size=(20, 16))
+    tripped = [tail.check(a, b)["tripped"] for a, b in zip(new_lad, new_clip)]
+    assert np.mean(tripped) < 0.5 and all(strict.check(a, b)["tripped"] for a, b in zip(new_lad, new_clip))

@@ -1,9 +1,11 @@
 """Where adapt's base features come from: a given folder or file, else the bundled ones.
 
-The bundled model ships its corpus-train pooled features (float16) beside it
-(``data/models/<model>.base_features.npz``), so adapt has base data on a
-fresh machine without ``../shared``. They apply only to the backbone they
-were computed with (checked by key).
+The bundled model ships the features of its base rows (the train and val images of the nine
+sources its learned parts were fitted on: LaDeDa pooled features, CLIP embedding and the 12
+blocks' CLS tokens, float16) beside it (``data/models/<model>.base_features.npz``), so adapt has
+base data on a fresh machine without ``../shared``. They apply only to the backbone they were
+computed with (checked by key); the CLIP features, to the encoder key and, in practice, to the
+CPU's INT8 kernels they were computed with (see the model card).
 """
 from __future__ import annotations
 

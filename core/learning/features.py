@@ -8,7 +8,8 @@ Two kinds, both stored through :class:`core.review.artifacts.ArtifactStore`:
 - ``clip``: the CLIP embedding (512-d, unit norm), the final CLS token (768-d)
   and the CLS token after each of the 12 blocks (12×768), float16, keyed by the
   encoder's key. Artifacts stored before the per-block tokens existed have no
-  ``layers``; readers that need them treat the item as lacking CLIP features.
+  ``layers``; readers that need them treat the item as lacking CLIP features. (``layers[-1]`` is
+  the final CLS token, so a :class:`FeatureSet` file with the layers stores it only there.)
 
 :func:`extract_folder` computes them for a labelled folder (``0_real``/``1_fake``
 anywhere below it) once per model, caching per image, and returns a
@@ -160,9 +161,10 @@ class FeatureSet:
             arrays["sources"] = np.asarray(self.sources)
         if self.clip_embedding is not None:
             arrays["clip_embedding"] = self.clip_embedding.astype(np.float16)
-            arrays["clip_cls"] = self.clip_cls.astype(np.float16)
-            if self.clip_layers is not None:
+            if self.clip_layers is not None:  # the final CLS token is the last block's: stored once
                 arrays["clip_layers"] = self.clip_layers.astype(np.float16)
+            else:
+                arrays["clip_cls"] = self.clip_cls.astype(np.float16)
         info = {"data_hash": self.data_hash, "ladeda_key": self.ladeda_key, "clip_key": self.clip_key,
                 **(meta or {})}
         arrays["__meta__"] = np.frombuffer(json.dumps(info, sort_keys=True).encode(), dtype=np.uint8)
@@ -180,12 +182,14 @@ class FeatureSet:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["__meta__"]).decode())
                 has_clip = "clip_embedding" in z.files
+                layers = z["clip_layers"].astype(np.float32) if has_clip and "clip_layers" in z.files else None
+                cls_token = None
+                if has_clip:  # files without clip_cls hold it as the last block's CLS token
+                    cls_token = z["clip_cls"].astype(np.float32) if "clip_cls" in z.files else layers[:, -1].copy()
                 return cls(sha256=[str(s) for s in z["sha256"]], labels=z["labels"].astype(int),
                            ladeda=z["ladeda"].astype(np.float32),
                            clip_embedding=z["clip_embedding"].astype(np.float32) if has_clip else None,
-                           clip_cls=z["clip_cls"].astype(np.float32) if has_clip else None,
-                           clip_layers=(z["clip_layers"].astype(np.float32)
-                                        if has_clip and "clip_layers" in z.files else None),
+                           clip_cls=cls_token, clip_layers=layers,
                            groups=[str(g) for g in z["groups"]], data_hash=meta.get("data_hash", ""),
                            ladeda_key=meta.get("ladeda_key", ""), clip_key=meta.get("clip_key"),
                            sources=[str(g) for g in z["sources"]] if "sources" in z.files else [])
@@ -224,7 +228,8 @@ MANIFEST = "manifest.csv"
 
 def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
     """Each file's ``source`` from a ``manifest.csv`` (columns ``path``, ``source``; paths relative to
-    the manifest's folder) in ``root`` or the folder above it, as the corpus ships one; [] without one.
+    the manifest's folder) in ``root`` or one of the two folders above it (``corpus/train``,
+    ``unseen/<source>/train``), as the corpus ships one; [] without one.
 
     Why: file names say little about where an image came from (the corpus's reals of one source
     share prefixes with another's), and heads weigh each source equally (see
@@ -233,7 +238,7 @@ def manifest_sources(root: str | os.PathLike, files: list[Path]) -> list[str]:
     import csv
 
     root = Path(os.path.abspath(root))  # not resolve(): a symlinked image is listed where the link is
-    for folder in (root, root.parent):
+    for folder in (root, root.parent, root.parent.parent):  # corpus/train; unseen/<source>/train
         manifest = folder / MANIFEST
         if not manifest.is_file():
             continue

@@ -86,6 +86,16 @@ def make_photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Imag
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
 
 
+def graded_noise_png(rng: np.random.Generator, i: int) -> bytes:
+    """A 96×96 PNG: a smooth ramp plus noise whose strength varies with ``i`` (items that score apart)."""
+    smooth = np.linspace(0, 255, 96)[None, :, None] * np.ones((96, 1, 3))
+    noise = rng.normal(scale=4 + 3 * (i % 12), size=(96, 96, 3))
+    arr = np.clip(smooth + noise + rng.integers(0, 60), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kwargs)

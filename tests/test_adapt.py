@@ -2,11 +2,8 @@
 refuses too few labels, and the refitted head keeps the patch map exact."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.learning.adapt import AdaptError, adapt
 from core.model.checkpoint import load_checkpoint
@@ -16,16 +13,9 @@ from core.review.store import ReviewStore
 from core.scoring.analysis import analyse, record_analysis
 from core.scoring.detector import Detector
 
+from .conftest import graded_noise_png
+
 N_PER_CLASS = 24
-
-
-def _image(rng: np.random.Generator, i: int) -> bytes:
-    smooth = np.linspace(0, 255, 96)[None, :, None] * np.ones((96, 1, 3))
-    noise = rng.normal(scale=4 + 3 * (i % 12), size=(96, 96, 3))
-    arr = np.clip(smooth + noise + rng.integers(0, 60), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,7 @@ def scored(tmp_path_factory):
     rng = np.random.default_rng(0)
     rows = []
     for i in range(2 * N_PER_CLASS):
-        a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
+        a = analyse(det, graded_noise_png(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
         record_analysis(store, a, name=f"i{i}.png", uploader="t")
         rows.append((a.score.sha256, a.score.logit))
     store.close()
@@ -71,14 +61,14 @@ def test_adapt_beats_the_active_model_and_keeps_the_patch_map_exact(scored, tmp_
     out = tmp_path / "adapted.pt"
     result.save(out)
     new = Detector.load(out, fast=False)
-    r = new.score(_image(np.random.default_rng(7), 3))
+    r = new.score(graded_noise_png(np.random.default_rng(7), 3))
     assert abs(float(r.patch_logits.astype(np.float64).mean()) - r.logit) < 1e-5
     w = new.model.fc.weight.detach().numpy()[0]
     b = float(new.model.fc.bias.detach().numpy()[0])
     assert abs(float(r.pooled_features @ w + b) - r.logit) < 1e-3
     w_raw, b_raw = result.heads.ladeda.raw()
     assert abs(float(r.pooled_features @ w_raw + b_raw) - r.logit) < 1e-3
-    old = det.score(_image(np.random.default_rng(7), 3))
+    old = det.score(graded_noise_png(np.random.default_rng(7), 3))
     assert abs(old.logit - r.logit) > 1e-3  # it did change
     # a version in the registry: activate and roll back like calibration versions
     reg = ModelRegistry(tmp_path / "models", base=DEFAULT_TINY_MODEL)
@@ -107,7 +97,7 @@ def test_adapt_refuses_a_fit_worse_out_of_fold_unless_forced(tmp_path):
     rng = np.random.default_rng(3)
     rows = []
     for i in range(44):
-        a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
+        a = analyse(det, graded_noise_png(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
         record_analysis(store, a, name=f"i{i}.png", uploader="t")
         rows.append((a.score.sha256, a.score.logit))
     # labels that agree with the active model exactly: nothing to gain, refitting can only lose
@@ -143,7 +133,7 @@ def test_stored_clip_features_without_block_tokens_cannot_feed_a_head_that_reads
     rng = np.random.default_rng(5)
     key = "clip-test-key"
     for i in range(6):
-        sha = store.add_item(_image(rng, i), name=f"i{i}.png")
+        sha = store.add_item(graded_noise_png(rng, i), name=f"i{i}.png")
         for ck in (bundled, tiny):
             put_ladeda(store.artifacts, sha, ladeda_key(ck), rng.normal(size=ck.state_dict["fc.weight"].numel()))
         layers = rng.normal(size=(12, 768)) if i < 4 else None  # items 4 and 5: stored by an older version

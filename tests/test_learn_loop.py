@@ -5,7 +5,6 @@ the OOD guard, and the lease that keeps two processes from adapting at once."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.learning import background
 from core.model.checkpoint import load_checkpoint
@@ -25,6 +23,8 @@ from core.review.actions.learn import LEARN_JOB, learn_step, reprioritise
 from core.review.store import ReviewStore, SCHEMA_VERSION
 from core.scoring.analysis import analyse, record_analysis
 from core.scoring.detector import Detector
+
+from .conftest import graded_noise_png
 
 REPO = Path(__file__).resolve().parent.parent
 N_PER_CLASS = 24
@@ -42,15 +42,6 @@ class FakeClock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-def _image(rng: np.random.Generator, i: int) -> bytes:
-    smooth = np.linspace(0, 255, 96)[None, :, None] * np.ones((96, 1, 3))
-    noise = rng.normal(scale=4 + 3 * (i % 12), size=(96, 96, 3))
-    arr = np.clip(smooth + noise + rng.integers(0, 60), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tiny() -> Detector:
     return Detector.load(DEFAULT_TINY_MODEL, fast=False)
@@ -61,7 +52,7 @@ def _scored(store: ReviewStore, det: Detector, n: int = 2 * N_PER_CLASS, seed: i
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
+        a = analyse(det, graded_noise_png(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
         a.decision.tier = "review"  # queue them all, as review-tier items
         record_analysis(store, a, name=f"i{i}.png", uploader="t")
         rows.append((a.score.sha256, a.score.logit))

@@ -18,7 +18,8 @@ MODELS_DIR = REPO_ROOT / "data" / "models"
 DEFAULT_MODEL = MODELS_DIR / "ladeda9.pt"
 #: The bundled student distilled from it.
 DEFAULT_TINY_MODEL = MODELS_DIR / "tiny_ladeda.pt"
-SHARED_DIR = REPO_ROOT.parent / "shared"
+#: The read-only research data beside the checkout (``$LADEDA_SHARED_DIR`` to point elsewhere, as the tests do).
+SHARED_DIR = Path(os.environ.get("LADEDA_SHARED_DIR") or REPO_ROOT.parent / "shared")
 
 
 def default_model_path() -> Path:

@@ -92,7 +92,8 @@ elif image is not None:  # CLIP gave the verdict first: the picture now, LaDeDa'
         widgets.plain_picture(image, caption=f"{sub.name}: LaDeDa's local traces are being computed…")
 
 if sub.pending:  # second pass: LaDeDa (when CLIP looked first), guardrails, final tier, record, store the evidence
-    with services.guarded("reading LaDeDa's local traces and checking faces, quality and metadata", where=status):
+    with services.guarded("reading LaDeDa's local traces and checking faces, quality and metadata", where=status), \
+            right, st.spinner("Reading LaDeDa's local traces, faces, quality and metadata…"):
         sub = submit_mod.finish(det, sub, store, uploader=who.name if who else None,
                                 authenticated=bool(who and who.authenticated),
                                 on_wait=lambda n: status.caption(f"Waiting for the model: {n} ahead…"))

@@ -127,7 +127,7 @@ def test_a_fused_model_is_calibrated_on_its_fused_logit_and_keeps_ladedas_own(tm
     from core.scoring.analysis import analyse, learned_parts, record_analysis
     from core.scoring.detector import Detector
 
-    from .test_adapt import _image
+    from .conftest import graded_noise_png
 
     if load_encoder() is None:
         pytest.skip("the CLIP encoder is not installed (scripts/fetch_encoder.sh)")
@@ -138,7 +138,7 @@ def test_a_fused_model_is_calibrated_on_its_fused_logit_and_keeps_ladedas_own(tm
     with ReviewStore(tmp_path / "review.sqlite") as store:
         stored = {}
         for i in range(16):
-            a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False)
+            a = analyse(det, graded_noise_png(rng, i), name=f"i{i}.png", guardrails=False)
             assert a.served.used == "fused"
             record_analysis(store, a, name=f"i{i}.png", uploader="t")
             stored[a.score.sha256] = a.logit

@@ -15,7 +15,8 @@ from core.scoring.analysis import analyse, record_analysis
 from core.scoring.detector import Detector
 
 from .conftest import REPO, signed_in_app
-from .test_adapt import N_PER_CLASS, _image, _label
+from .conftest import graded_noise_png
+from .test_adapt import N_PER_CLASS, _label
 
 
 def test_adapt_panel_fits_reports_out_of_fold_and_saves_a_version(tmp_path, monkeypatch):
@@ -29,7 +30,7 @@ def test_adapt_panel_fits_reports_out_of_fold_and_saves_a_version(tmp_path, monk
     with ReviewStore(data_dir / "review.sqlite") as store:
         rows = []
         for i in range(2 * N_PER_CLASS):
-            a = analyse(det, _image(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
+            a = analyse(det, graded_noise_png(rng, i), name=f"i{i}.png", guardrails=False, encoder=None)
             record_analysis(store, a, name=f"i{i}.png", uploader="t")
             rows.append((a.score.sha256, a.score.logit))
         _label(store, rows, N_PER_CLASS, np.random.default_rng(1))
@@ -53,7 +54,7 @@ def test_similar_items_panel_flags_a_labelled_copy(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     det = Detector.load(DEFAULT_TINY_MODEL, fast=False)
     rng = np.random.default_rng(3)
-    original = _image(rng, 0)
+    original = graded_noise_png(rng, 0)
     with ReviewStore(data_dir / "review.sqlite") as store:
         a = analyse(det, original, name="seen.png", guardrails=False, encoder=None)
         record_analysis(store, a, name="seen.png", uploader="t")

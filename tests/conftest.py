@@ -170,3 +170,14 @@ def assert_close_tree(x, y, *, path: str = "", tol: float = SCORE_ABS_TOL) -> No
         assert y == pytest.approx(x, abs=tol), (path, x, y)
     else:
         assert x == y, (path, x, y)
+
+
+@pytest.fixture(scope="module", name="encoder")
+def clip_encoder():
+    """The installed CLIP encoder (data/encoders/clip_encoder.int8.onnx); skips, saying why, without it."""
+    from core.encoders.clip import encoder_status, load_encoder
+
+    enc = load_encoder()
+    if enc is None:
+        pytest.skip(f"needs the CLIP encoder file (scripts/fetch_encoder.sh): {encoder_status()}")
+    return enc

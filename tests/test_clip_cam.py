@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.encoders.clip import ClipSpec, encoder_status, load_encoder
+from core.encoders.clip import ClipSpec
 from core.paths import DEFAULT_MODEL
 from core.scoring import clip_cam, faithfulness as F
 
@@ -65,14 +65,6 @@ def test_caption_says_when_a_map_does_not_beat_random():
     assert F.caption_note("clip_gradcam", {"n": 0, "parts": {}}) is None
     rec["parts"]["clip_gradcam"].update(mean_drop=-0.2, mean_random_drop=-0.9)  # better than random, still not down
     assert "did not, on average, weaken the part's call" in F.caption_note("clip_gradcam", rec)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    enc = load_encoder()
-    if enc is None:
-        pytest.skip(f"CLIP GradCAM needs the encoder file: {encoder_status()}")
-    return enc
 
 
 @pytest.mark.slow

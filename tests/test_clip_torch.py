@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.encoders.clip import ClipFeatures, encoder_status, load_encoder
+from core.encoders.clip import ClipFeatures
 from core.model.checkpoint import load_checkpoint
 from core.paths import DEFAULT_MODEL
 from core.scoring.analysis import learned_parts
@@ -34,14 +34,6 @@ def _features(enc, x: np.ndarray) -> ClipFeatures:
     cls = np.asarray(hidden[0, 0], np.float32)
     return ClipFeatures(embedding=emb[0] / np.linalg.norm(emb[0]), cls=cls,
                         layers=np.stack([b[0, 0] for b in blocks] + [cls]))
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    enc = load_encoder()
-    if enc is None:
-        pytest.skip(f"data/encoders/clip_encoder.int8.onnx is needed for parity: {encoder_status()}")
-    return enc
 
 
 def test_tower_is_read_from_the_file_with_its_shape(encoder):

@@ -45,25 +45,47 @@ def test_tower_is_read_from_the_file_with_its_shape(encoder):
     assert not any(p.requires_grad for p in tower.parameters())
 
 
-def _exact_int8_kernels() -> bool:
-    """True where onnxruntime's u8s8 integer matrix products accumulate exactly (VNNI or AMX). On AVX2-only
-    CPUs they go through ``vpmaddubsw``, which saturates pairs of products at int16: the served file then
-    computes something else than its own integer arithmetic (see the model card), and a tower that does
-    that arithmetic exactly cannot be held to it."""
-    from core.model.precision import cpu_flags
+@pytest.fixture(scope="module", params=["served", "unsigned"])
+def served_encoder(request, encoder):
+    """The encoder as this CPU serves it, and the same file with its weights shifted to unsigned (the graph
+    CPUs without VNNI/AMX get): both must be the file's exact integer arithmetic."""
+    from core.encoders.clip import ClipEncoder
 
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    if request.param == "served":
+        return encoder
+    if encoder.unsigned_weights:
+        pytest.skip("this CPU already serves the unsigned-weight graph (covered by 'served')")
+    return ClipEncoder(encoder.path, unsigned_weights=True)
+
+
+def test_cpus_without_exact_signed_units_get_unsigned_weights():
+    from core.encoders.clip import signed_weights_exact
+
+    assert signed_weights_exact(frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert signed_weights_exact(frozenset({"avx2", "amx_int8"}))
+    assert not signed_weights_exact(frozenset({"avx2", "fma"}))
+    assert not signed_weights_exact(frozenset({"avx2", "avx512f", "avx512bw"}))  # Skylake-X: vpmaddubsw saturates
+
+
+def test_signed_and_unsigned_weight_graphs_agree_bit_for_bit_where_signed_is_exact(encoder):
+    from core.encoders.clip import ClipEncoder, signed_weights_exact
+
+    if not signed_weights_exact():
+        pytest.skip("this CPU has no VNNI/AMX: its signed-weight kernels saturate, so only the unsigned graph "
+                    "(the one it serves) is exact here; the tower test holds that one to the arithmetic")
+    signed = ClipEncoder(encoder.path, unsigned_weights=False)
+    unsigned = ClipEncoder(encoder.path, unsigned_weights=True)
+    x = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    for a, b in zip(_features(signed, x).__dict__.values(), _features(unsigned, x).__dict__.values()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
 @needs_corpus
-def test_tower_matches_the_served_encoder_on_corpus_images(encoder):
+def test_tower_matches_the_served_encoder_on_corpus_images(served_encoder):
     from core.encoders.clip_torch import tower_for
 
-    if not _exact_int8_kernels():
-        pytest.skip("this CPU has no VNNI/AMX: onnxruntime's AVX2 int8 kernels saturate, so the served file's "
-                    "output is not its exact integer arithmetic, which the tower reproduces")
-
+    encoder = served_encoder
     tower = tower_for(encoder)
     head = learned_parts(load_checkpoint(DEFAULT_MODEL)).clip_head
     files = sorted((CORPUS / "test").rglob("*.jpg"))[:: 26][:N_IMAGES]

@@ -20,6 +20,17 @@ bit for bit as before). Intermediate layers carry the low-level traces that
 tell generated images apart; a head on all twelve generalised better to
 held-out corpus sources than one on the final token (see the model card).
 
+One answer on every CPU: the file's MatMulIntegers multiply unsigned 8-bit
+activations by signed 8-bit weights. onnxruntime computes that exactly with
+VNNI or AMX, but its AVX2 and plain AVX-512 kernels (``vpmaddubsw``) saturate
+int16 pair sums, and the features then differ from the VNNI ones by a cosine
+of about 0.4: a head fitted on one CPU is noise on the other. Where the CPU
+has no exact u8×s8 unit, the session is built with the weights shifted to
+unsigned (``w + 128`` with zero point ``+ 128``): the same integer products,
+computed by u8×u8 kernels that do not saturate. :func:`signed_weights_exact`
+makes the choice; both graphs give bit-identical outputs on a VNNI CPU (a
+test holds them to it), and the signed one is about 1.5× faster there.
+
 When the file is absent (or onnxruntime is missing) :func:`load_encoder`
 returns ``None`` and :func:`encoder_status` says why, so the product runs on
 LaDeDa alone and tells the analyst so.
@@ -58,6 +69,19 @@ LAYER_OUTPUTS = tuple(f"/vision_model/encoder/layers.{i}/Add_1_output_0" for i i
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+#: CPU flags whose int8 dot-product units multiply u8×s8 without saturating (VNNI, AMX).
+EXACT_S8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def signed_weights_exact(flags: frozenset[str] | None = None) -> bool:
+    """Whether onnxruntime's u8×s8 kernels are exact on this CPU (else the weights are served unsigned)."""
+    if flags is None:
+        from core.model.precision import cpu_flags
+
+        flags = cpu_flags()
+    return bool(set(flags) & EXACT_S8_FLAGS)
 
 
 class EncoderError(DetectorError):
@@ -137,7 +161,7 @@ class ClipEncoder:
     """An onnxruntime session over the verified encoder file (thread-safe, batch size 1)."""
 
     def __init__(self, path: str | os.PathLike, *, spec: ClipSpec | None = None, threads: int | None = None,
-                 verify: bool = True) -> None:
+                 verify: bool = True, unsigned_weights: bool | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -149,6 +173,8 @@ class ClipEncoder:
             if digest != ENCODER_SHA256:
                 raise EncoderError(f"{self.path.name} is not the expected CLIP encoder (SHA-256 {digest[:12]}…); "
                                    "run scripts/fetch_encoder.sh again.")
+        #: True when the weights are served shifted to u8 (CPUs without an exact u8×s8 unit).
+        self.unsigned_weights = (not signed_weights_exact()) if unsigned_weights is None else bool(unsigned_weights)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or min(4, os.cpu_count() or 1))
         opts.inter_op_num_threads = 1
@@ -156,7 +182,8 @@ class ClipEncoder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(_with_layer_outputs(self.path), sess_options=opts,
+            self._session = ort.InferenceSession(_served_graph(self.path, unsigned_weights=self.unsigned_weights),
+                                                 sess_options=opts,
                                                  providers=["CPUExecutionProvider"])
         except EncoderError:
             raise
@@ -175,7 +202,9 @@ class ClipEncoder:
     @property
     def identity(self) -> dict[str, Any]:
         return {**PROVENANCE, "key": self.key, "preprocess_fingerprint": self.spec.fingerprint(),
-                "preprocess_summary": self.spec.summary()}
+                "preprocess_summary": self.spec.summary(),
+                "int8_kernels": "u8×u8 (weights shifted to unsigned: exact on this CPU)" if self.unsigned_weights
+                else "u8×s8 (VNNI/AMX: exact)"}
 
     def encode(self, source: ImageSource | DecodedImage | Image.Image) -> ClipFeatures:
         """One image → its CLIP features (always batch size 1)."""
@@ -193,11 +222,23 @@ class ClipEncoder:
         return ClipFeatures(embedding=emb, cls=cls, layers=layers)
 
 
-def _with_layer_outputs(path: Path) -> bytes:
-    """The encoder graph, serialised, with every block's residual output added as a graph output."""
+def _served_graph(path: Path, *, unsigned_weights: bool) -> bytes:
+    """The encoder graph, serialised, with every block's residual output added as a graph output and,
+    when ``unsigned_weights``, every MatMulInteger's int8 weights and zero points shifted to uint8."""
     import onnx
+    from onnx import numpy_helper
 
     model = onnx.load(str(path))
+    if unsigned_weights:
+        inits = {t.name: t for t in model.graph.initializer}
+        for node in model.graph.node:
+            if node.op_type != "MatMulInteger":
+                continue
+            for name in node.input[1:4:2]:  # B and its zero point
+                t = inits.get(name)
+                if t is not None and t.data_type == onnx.TensorProto.INT8:
+                    shifted = numpy_helper.to_array(t).astype(np.int16) + 128
+                    t.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), name))
     produced = {o for node in model.graph.node for o in node.output}
     missing = [n for n in LAYER_OUTPUTS if n not in produced]
     if missing:

@@ -4,8 +4,8 @@ The bundled model ships the features of its base rows (the train and val images 
 sources its learned parts were fitted on: LaDeDa pooled features, CLIP embedding and the 12
 blocks' CLS tokens, float16) beside it (``data/models/<model>.base_features.npz``), so adapt has
 base data on a fresh machine without ``../shared``. They apply only to the backbone they were
-computed with (checked by key); the CLIP features, to the encoder key and, in practice, to the
-CPU's INT8 kernels they were computed with (see the model card).
+computed with (checked by key); the CLIP features, to the encoder key (the encoder computes the
+file's exact integer arithmetic on every CPU, see :mod:`core.encoders.clip`).
 """
 from __future__ import annotations
 

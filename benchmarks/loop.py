@@ -18,12 +18,17 @@ At each budget k it reports, over the images not yet labelled and with the verdi
 would now serve (tiers, policy rules, OOD guard; from stored features, no image scored again):
 AUC and AP; the share with a clear tier; the accuracy of those clear verdicts; the share of reals
 called clearly fake; the seconds spent adapting so far. Means over repeats (at least 2).
+
+Leave-one-source-out: ``python -m core.learning.bundle ... --hold-out S --out M.pt`` writes a model
+whose parts never saw S, with its base features beside it; ``--model M.pt`` then learns on those base
+rows (``$LADEDA_BASE_FEATURES``), not on the bundled ones, which include S.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -170,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--batch must be at least 1")
     budgets = [int(k) for k in args.budget.split(",") if k.strip()]
     model = str(Path(args.model or DEFAULT_MODEL).resolve())
+    beside = Path(model).with_suffix("").with_name(Path(model).stem + ".base_features.npz")
+    if args.model and beside.is_file() and not os.environ.get("LADEDA_BASE_FEATURES"):
+        # the base rows that model was fitted on (a --hold-out model's lack the new source): learning
+        # must not take the bundled ones, which include it
+        os.environ["LADEDA_BASE_FEATURES"] = str(beside)
     tmp = Path(tempfile.mkdtemp(prefix="loop-bench-"))
     base_dir = Path(args.store) if args.store else tmp / "base"
     try:

@@ -16,6 +16,17 @@ from core.learning.features import FeatureError, FeatureSet, extract_folder, lad
 from core.paths import MODELS_DIR
 
 BUNDLED_BASE = MODELS_DIR / "ladeda9.base_features.npz"
+#: Setting: a base features file to use instead of the bundled one (a team's own, or the file
+#: ``python -m core.learning.bundle --hold-out S --out M.pt`` writes beside a model that never saw S).
+BASE_ENV = "LADEDA_BASE_FEATURES"
+
+
+def default_base_path() -> Path:
+    """``$LADEDA_BASE_FEATURES`` when set, else the bundled base features."""
+    import os
+
+    env = os.environ.get(BASE_ENV, "").strip()
+    return Path(env) if env else BUNDLED_BASE
 
 
 def resolve_base(checkpoint: Any, base_data: str | None, *, encoder: Any | None, cache: Any) -> FeatureSet | None:
@@ -40,8 +51,11 @@ def resolve_base(checkpoint: Any, base_data: str | None, *, encoder: Any | None,
                                "reads (a file written by an older version); give the image folder instead, "
                                "so they are extracted again.")
         return fs
-    if BUNDLED_BASE.is_file():
-        fs = FeatureSet.load(BUNDLED_BASE)
+    default = default_base_path()
+    if default.is_file():
+        fs = FeatureSet.load(default)
         if fs.ladeda_key == ladeda_key(checkpoint):
             return fs
+    elif default != BUNDLED_BASE:
+        raise FeatureError(f"{BASE_ENV}={default} does not exist.")
     return None

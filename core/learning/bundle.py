@@ -7,6 +7,10 @@ splits are never read), fits the parts on all of them (:func:`core.learning.base
 stores them in the checkpoint's ``learning`` field (the network, spec, LaDeDa calibration and tiers are
 unchanged) and writes the compact base features that adapt uses on a fresh machine. Called by
 ``scripts/build_bundled_models.sh``. Without ``--unseen`` it fits on the corpus alone.
+
+``--hold-out SOURCE`` (repeatable) leaves a source's rows out of the fit and ``--out M.pt`` writes the
+result beside instead of over ``--model``: the model a team would have had before it met that source,
+for ``benchmarks/loop.py --model M.pt`` on the source's images (leave-one-source-out, fairly).
 """
 from __future__ import annotations
 
@@ -49,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="data/models/ladeda9.pt")
     ap.add_argument("--cache", default=".cache/features", help="per-image feature cache (git-ignored)")
     ap.add_argument("--base-out", help="base features file (default: <model stem>.base_features.npz beside it)")
+    ap.add_argument("--hold-out", action="append", default=[], metavar="SOURCE",
+                    help="leave this source's rows out of the fit (repeatable; needs --out)")
+    ap.add_argument("--out", help="write the checkpoint here instead of over --model")
     args = ap.parse_args(argv)
+    if args.hold_out and not args.out:
+        ap.error("--hold-out writes a model that has not seen those sources: give --out (the shipped file stays)")
     import torch
 
     from core.encoders.clip import load_encoder, encoder_status
@@ -74,17 +83,26 @@ def main(argv: list[str] | None = None) -> int:
         from core.scoring.detector import Detector
 
         base = base_rows(args.corpus, args.unseen, Detector(ckpt), encoder, ArtifactStore(args.cache), progress=True)
+    if args.hold_out:
+        from core.learning.base import row_sources
+
+        keep = [i for i, s in enumerate(row_sources(base)) if s not in set(args.hold_out)]
+        missing = set(args.hold_out) - set(row_sources(base))
+        if missing:
+            ap.error(f"no base rows from {', '.join(sorted(missing))} (sources: {', '.join(sorted(set(row_sources(base))))})")
+        base = base.subset(keep)
     parts = fit_base_parts(ckpt, base)
     ckpt.learning = parts.to_record()
     dtype = "float16" if any(t.dtype == torch.float16 for t in ckpt.state_dict.values()) else "float32"
-    ckpt.save(args.model, dtype=dtype)
-    base_out = Path(args.base_out) if args.base_out else Path(args.model).with_suffix("").with_name(
-        Path(args.model).stem + ".base_features.npz")
+    out = Path(args.out or args.model)
+    ckpt.save(out, dtype=dtype)
+    base_out = Path(args.base_out) if args.base_out else out.with_suffix("").with_name(out.stem + ".base_features.npz")
     sources = sorted(set(base.sources))
     base.save(base_out, meta={"split": "train + val of every base source", "sources": sources,
-                              "model": Path(args.model).name})
+                              "model": out.name,
+                              **({"held_out": sorted(args.hold_out)} if args.hold_out else {})})
     rep = parts.ood.fit_report if parts.ood else {}
-    print(f"wrote {args.model}: fusion w_ladeda={parts.fusion.w_ladeda:.3f} w_clip={parts.fusion.w_clip:.3f} "
+    print(f"wrote {out}: fusion w_ladeda={parts.fusion.w_ladeda:.3f} w_clip={parts.fusion.w_clip:.3f} "
           f"b={parts.fusion.bias:.3f}; tiers {parts.tiers['real_below']:.3f}/{parts.tiers['fake_at_or_above']:.3f}; "
           f"ood {rep.get('clip+ladeda')}")
     print(f"wrote {base_out} ({base_out.stat().st_size / 1e6:.1f} MB, {len(base)} rows, {len(sources)} sources)")

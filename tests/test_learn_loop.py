@@ -331,3 +331,27 @@ def test_an_adapted_active_version_is_compared_on_labels_it_has_not_learned_from
         again = learn_step(s, registry, activate="auto", min_per_class=10)
         assert again.before["compared_on"] == "labels the active version had not learned from"
         assert again.before["n"] == again.after["n"] == 8
+
+
+# -- the safety check on reals called clearly fake ------------------------------------------------
+def test_reals_rise_is_held_back_only_when_the_labels_can_tell_it_from_the_target():
+    from core.learning.base import FUSED_TIER_TARGETS
+    from core.review.actions.learn import REALS_CLEARLY_FAKE_TARGET, _decide, reals_rise_is_real
+
+    assert REALS_CLEARLY_FAKE_TARGET == FUSED_TIER_TARGETS[0]  # the rate the tiers are fitted for
+    assert not reals_rise_is_real(0.0, 0.0, 14) and not reals_rise_is_real(0.1, 0.05, 20)  # no rise
+    assert not reals_rise_is_real(0.0, 2 / 14, 14)  # P(≥2 of 14 | 5 %) = 0.15: chance
+    assert reals_rise_is_real(0.0, 3 / 14, 14)  # P(≥3 of 14 | 5 %) = 0.03: a real rise
+    assert not reals_rise_is_real(0.0, 3 / 40, 40) and reals_rise_is_real(0.0, 6 / 40, 40)
+    assert reals_rise_is_real(0.0, 0.2, None)  # without a count, any rise counts
+
+    def report(auc_b, auc_a, rf_b, rf_a, n):
+        return {"cv": {"before": {"auc": auc_b, "reals_clearly_fake": rf_b},
+                       "after": {"auc": auc_a, "reals_clearly_fake": rf_a, "n_reals": n}}}
+
+    ok, why = _decide(report(0.712, 0.829, 0.0, 2 / 14, 14))  # the museum-quiz step that used to stall
+    assert ok and "within what 14 reals can tell" in why
+    ok, why = _decide(report(0.712, 0.829, 0.0, 4 / 14, 14))
+    assert not ok and "more reals called clearly fake" in why
+    ok, why = _decide(report(0.80, 0.79, 0.0, 0.0, 14))
+    assert not ok and "does not rank better" in why

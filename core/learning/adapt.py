@@ -248,7 +248,8 @@ def verdict_figures(t: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
     reals = y == 0
     return {"clear_share": round(float(clear.mean()), 4) if len(t) else None,
             "clear_accuracy": round(float(right[clear].mean()), 4) if clear.any() else None,
-            "reals_clearly_fake": round(float((t[reals] == "fake").mean()), 4) if reals.any() else None}
+            "reals_clearly_fake": round(float((t[reals] == "fake").mean()), 4) if reals.any() else None,
+            "n_reals": int(reals.sum())}
 
 
 def _metrics(z: np.ndarray, p: np.ndarray, y: np.ndarray, tiers: dict[str, Any] | None,

@@ -355,3 +355,26 @@ def test_reals_rise_is_held_back_only_when_the_labels_can_tell_it_from_the_targe
     assert not ok and "more reals called clearly fake" in why
     ok, why = _decide(report(0.80, 0.79, 0.0, 0.0, 14))
     assert not ok and "does not rank better" in why
+
+
+def test_the_learner_thread_yields_the_cpu_to_analyses():
+    """Its own thread at nice 19 (the page's threads keep theirs) and BLAS held to one thread while it fits."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    seen = {}
+
+    def learner():
+        background._yield_cpu()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        with background._blas_in_this_thread():
+            seen["blas"] = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=learner)
+    t.start()
+    t.join()
+    assert seen["nice"] == background.LEARNER_NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread untouched
+    assert seen["blas"] == {1}  # numpy's BLAS, held to one thread

@@ -14,12 +14,19 @@ Across processes and replicas the store's job lease decides who runs (``job_leas
 guard here only avoids starting a second thread in one process. The learner reads stored features
 and never touches the served detector or the model gate, so analyses never wait for it; an
 activation is picked up by each page on its next run (the registry names the active version).
+
+The learner competes with analyses for the same cores, so it yields to them: its thread runs at the
+lowest CPU priority (``nice`` 19, this thread only, on Linux), and during a step the BLAS pool is held
+to one thread, so the fit's matrix products run in that low-priority thread instead of in BLAS worker
+threads at normal priority. A claim or an upload then takes the cores it needs while an adapt runs.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 log = logging.getLogger("ladeda.learning")
 
@@ -90,10 +97,34 @@ def maybe_learn(store: Any, registry: Any = None, *, every: int | None = None, a
     return t
 
 
+LEARNER_NICE = 19
+
+
+def _yield_cpu() -> None:
+    """Lower this thread's CPU priority (Linux: ``setpriority`` on a thread id affects that thread only)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the learner still runs, at normal priority
+        log.debug("could not lower the learner thread's priority", exc_info=True)
+
+
+@contextmanager
+def _blas_in_this_thread() -> Iterator[None]:
+    """One BLAS thread while the learner fits, so its products run in the (low-priority) learner thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; without it BLAS keeps its pool
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def _run(store: Any, registry: Any, every: int | None, activate: str | None, learn_kwargs: dict[str, Any]) -> None:
     global last_outcome, last_error
     from core.review.actions.learn import learn_step, priorities_stale, reprioritise
 
+    _yield_cpu()
     try:
         own = _reopen(store)
     except Exception as exc:  # noqa: BLE001
@@ -104,7 +135,8 @@ def _run(store: Any, registry: Any, every: int | None, activate: str | None, lea
         if priorities_stale(own, registry):
             reprioritise(own, registry)
         if due(own, every):
-            last_outcome = learn_step(own, registry, activate=activate, **learn_kwargs)
+            with _blas_in_this_thread():
+                last_outcome = learn_step(own, registry, activate=activate, **learn_kwargs)
             log.info("learn step: %s", last_outcome.message)
         last_error = None
     except Exception as exc:  # noqa: BLE001 - logged; the next label tries again

@@ -16,12 +16,18 @@ def _clusters(rng, centres, n, dim, spread=0.15):
     return np.concatenate(rows).astype(np.float32), groups
 
 
+def _sources(rng, n_sources: int, dim: int = 32):
+    """LaDeDa-like (``dim``) and CLIP-like (16) features of ``n_sources`` clustered sources, 30 rows each."""
+    centres = {f"s{i}": rng.normal(size=dim) for i in range(n_sources)}
+    lad, groups = _clusters(rng, centres, 30, dim)
+    clip, _ = _clusters(rng, {k: rng.normal(size=16) for k in centres}, 30, 16)
+    return lad, clip, groups
+
+
 def test_far_images_trip_and_reference_images_do_not(tmp_path):
     rng = np.random.default_rng(0)
     dim = 32
-    centres = {f"s{i}": rng.normal(size=dim) for i in range(4)}
-    lad, groups = _clusters(rng, centres, 30, dim)
-    clip, _ = _clusters(rng, {k: rng.normal(size=16) for k in centres}, 30, 16)
+    lad, clip, groups = _sources(rng, 4, dim)
     guard = fit_guard(lad, clip, groups)
     report = guard.fit_report["clip+ladeda"]
     assert report["held_out_source_trip_rate"] > report["seen_trip_rate"]
@@ -67,9 +73,7 @@ def test_held_out_trip_threshold_withholds_only_the_far_tail_of_a_new_source():
     new sources from seen ones: most images of a new source keep their verdict."""
     rng = np.random.default_rng(3)
     dim = 32
-    centres = {f"s{i}": rng.normal(size=dim) for i in range(5)}
-    lad, groups = _clusters(rng, centres, 30, dim)
-    clip, _ = _clusters(rng, {k: rng.normal(size=16) for k in centres}, 30, 16)
+    lad, clip, groups = _sources(rng, 5, dim)
     strict = fit_guard(lad, clip, groups)
     tail = fit_guard(lad, clip, groups, held_out_trip=0.10)
     rep = tail.fit_report["clip+ladeda"]

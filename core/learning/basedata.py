@@ -9,6 +9,7 @@ file's exact integer arithmetic on every CPU, see :mod:`core.encoders.clip`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ BASE_ENV = "LADEDA_BASE_FEATURES"
 
 def default_base_path() -> Path:
     """``$LADEDA_BASE_FEATURES`` when set, else the bundled base features."""
-    import os
-
     env = os.environ.get(BASE_ENV, "").strip()
     return Path(env) if env else BUNDLED_BASE
 

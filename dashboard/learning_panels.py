@@ -177,8 +177,8 @@ def proposals_panel(store: Any, registry: Any, who: Any, *, page: str) -> None:
     st.caption(("After every " + str(every) + " new labels a candidate is fitted in the background on base data "
                 "plus all labels and compared with the active version on the same out-of-fold labels (folds by "
                 "labelling time). " if every else "Automatic learning is off (LADEDA_LEARN_EVERY). ")
-               + ("It is activated when it ranks better and calls no more reals clearly fake; otherwise it "
-                  "waits here." if auto_activate() else
+               + ("It is activated when it ranks better and does not call more reals clearly fake than its labelled "
+                  "reals can tell from the tiers' 5 % target; otherwise it waits here." if auto_activate() else
                   "Automatic activation is off (LADEDA_AUTO_ACTIVATE=off): every candidate waits here.")
                + " Measured: `python benchmarks/loop.py --data DIR --order queue|random`.")
     with st.expander("How the loop was measured", expanded=False):

@@ -271,6 +271,9 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
         limit = st.select_slider("Colour range (± patch logit; the same on every image)",
                                  options=list(explain.LOGIT_LIMIT_CHOICES), value=explain.DEFAULT_LOGIT_LIMIT,
                                  key=f"{key}-limit")
+    # the picture's place, emptied at once on every run: while CLIP's map is computed the view just
+    # picked never sits over the previous view's map
+    slot, legend = st.empty(), st.empty()  # LaDeDa's colour scale goes under its map only
     geometry = ev.patch_geometry
     h, w = ev.patch_logits.shape
     coarse = cells == CELL_CHOICES[2] or (cells == "Auto" and max(h, w) > AUTO_COARSE_ABOVE)
@@ -289,6 +292,8 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
     elif view == VIEWS[1]:
         got = clip_map(False) if clip_map is not None else ClipMap(None, "CLIP's map is not available here.")
         if got.cam is None and got.note is None and clip_map is not None:  # not computed yet: once, then stored
+            slot.image(picture(explain.fit_display(image)), alt="the image", width="stretch",
+                       caption=f"{ev.name}: CLIP's GradCAM is being computed…")
             with st.spinner("Computing CLIP's GradCAM (one pass through the CLIP tower and back)…"):
                 got = clip_map(True)
         if got.cam is None:
@@ -304,9 +309,9 @@ def image_view(ev: Evidence, image: Image.Image | None, *, key: str,
         shown, caption, alt = explain.fit_display(image), f"{ev.name} as uploaded", "the image"
     if marks and ev.top_patches and view != VIEWS[1]:  # LaDeDa's patches are not drawn on CLIP's map
         shown = explain.draw_numbered(shown, [p.box for p in ev.top_patches], source_size=ev.image_size)
-    st.image(picture(shown), caption=caption, alt=alt, width="stretch")
+    slot.image(picture(shown), caption=caption, alt=alt, width="stretch")
     if view == VIEWS[0]:
-        st.image(_legend_uri(float(limit)), alt="heatmap colour scale")
+        legend.image(_legend_uri(float(limit)), alt="heatmap colour scale")
 
 
 # ---------------------------------------------------------------------------
